@@ -1,0 +1,135 @@
+"""The reply-generator interface shared by every reply model, and loading one from a model directory.
+
+A generator turns a conversation (and optionally an FAQ entry to ground on) into a reply with a
+confidence. The LSTM seq2seq model (``assistant/lstm_generator.py``), T5 with LoRA adapters
+(``assistant/t5.py``) and the retrieval baseline (``assistant/baseline.py``) implement it, so the
+pipeline, the server and the evaluation treat them alike.
+
+Every model directory holds a ``assistant.json`` manifest whose ``kind`` names the implementation;
+:func:`load_generator` reads it and hands the directory to that implementation's loader. This module
+does not know how any model works.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from assistant.data import FaqEntry, Turn
+from assistant.errors import CheckpointError, ModelError
+
+#: File name of the manifest every model directory carries.
+MANIFEST = "assistant.json"
+
+#: kind → "module:function" that loads that kind from a directory (imported lazily).
+LOADERS: dict[str, str] = {
+    "lstm": "assistant.lstm_generator:load_lstm_generator",
+    "t5": "assistant.t5:load_t5_generator",
+    "retrieval-baseline": "assistant.baseline:load_retrieval_baseline",
+}
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What a generator replies to.
+
+    Attributes:
+        context: the conversation so far, oldest first, normally ending with the customer's latest
+            message. Generators truncate it to what they were trained on.
+        grounding: an FAQ entry whose answer the reply should be grounded on, or ``None``.
+    """
+
+    context: tuple[Turn, ...]
+    grounding: FaqEntry | None = None
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A generated reply.
+
+    Attributes:
+        text: the reply text (detokenized, stripped).
+        confidence: in [0, 1]; for neural models the geometric mean of the chosen tokens'
+            probabilities (``exp(mean log p)``), for the retrieval baseline its similarity score.
+    """
+
+    text: str
+    confidence: float
+
+
+class Generator(abc.ABC):
+    """A reply model. Subclasses implement :meth:`generate`, and :meth:`score` if they define a likelihood."""
+
+    #: a short human-readable name for reports ("lstm", "t5+lora:bank", "retrieval-baseline").
+    name: str = "generator"
+
+    @abc.abstractmethod
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        """Generate one reply per request, batched internally.
+
+        Returns:
+            one :class:`Generation` per request, in order.
+
+        Raises:
+            ModelError: the model cannot run on this input.
+        """
+
+    @property
+    def supports_perplexity(self) -> bool:
+        """Whether :meth:`score` is defined (neural models: yes; retrieval baseline: no)."""
+        return False
+
+    def score(self, requests: Sequence[GenerationRequest], targets: Sequence[str]) -> tuple[float, int]:
+        """Teacher-forced negative log-likelihood of ``targets`` given ``requests``.
+
+        Returns:
+            ``(total_nll, n_tokens)``: summed NLL in nats over all target tokens (end-of-sequence
+            included) and how many tokens that is; perplexity is ``exp(total_nll / n_tokens)``.
+
+        Raises:
+            ModelError: the generator defines no likelihood (see :attr:`supports_perplexity`).
+        """
+        raise ModelError(f"{self.name} defines no likelihood, so it has no perplexity")
+
+
+def read_manifest(model_dir: str | Path) -> dict[str, Any]:
+    """Read and minimally validate a model directory's ``assistant.json``.
+
+    Raises:
+        CheckpointError: the directory or manifest is missing, not JSON, or has no known ``kind``.
+    """
+    model_dir = Path(model_dir)
+    path = model_dir / MANIFEST
+    if not model_dir.is_dir():
+        raise CheckpointError(f"{model_dir}: not a directory (expected a model directory with {MANIFEST})")
+    if not path.is_file():
+        raise CheckpointError(f"{model_dir}: no {MANIFEST}; this is not a model directory written by this project")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from e
+    kind = manifest.get("kind") if isinstance(manifest, dict) else None
+    if kind not in LOADERS:
+        raise CheckpointError(f"{path}: 'kind' must be one of {sorted(LOADERS)}, got {kind!r}")
+    return manifest
+
+
+def load_generator(model_dir: str | Path, **options: Any) -> Generator:
+    """Load the generator saved in ``model_dir``, whatever its kind.
+
+    Args:
+        model_dir: a directory written by one of the project's training or build commands.
+        **options: passed to the kind's loader (e.g. ``device``, ``beam_size``, ``adapter``).
+
+    Raises:
+        CheckpointError: the directory is not a valid model directory.
+    """
+    kind = read_manifest(model_dir)["kind"]
+    module_name, func_name = LOADERS[kind].split(":")
+    loader = getattr(importlib.import_module(module_name), func_name)
+    return loader(Path(model_dir), **options)
