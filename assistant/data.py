@@ -251,6 +251,32 @@ def read_queries(path: str | Path, faq_ids: Sequence[str] | None = None) -> list
     return queries
 
 
+def dialog_to_json(dialog: Dialog) -> dict[str, Any]:
+    """The canonical JSON object of a dialog (what :func:`parse_dialog` reads back)."""
+    return {"id": dialog.id, "turns": [{"role": t.role, "text": t.text} for t in dialog.turns], "meta": dialog.meta}
+
+
+def faq_entry_to_json(entry: FaqEntry) -> dict[str, Any]:
+    """The canonical JSON object of an FAQ entry (what :func:`parse_faq_entry` reads back)."""
+    return {"id": entry.id, "question": entry.question, "answer": entry.answer,
+            "examples": list(entry.examples), "meta": entry.meta}
+
+
+def write_jsonl(path: str | Path, objects: Sequence[dict[str, Any]]) -> None:
+    """Write objects as JSON Lines (UTF-8, non-ASCII kept), replacing the file atomically.
+
+    The file is written beside its destination and renamed into place, so a failure leaves any
+    earlier file whole.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for obj in objects:
+            fh.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
 def build_examples(dialogs: Sequence[Dialog], max_context_turns: int) -> list[Example]:
     """Turn dialogs into (context → agent reply) examples, one per agent turn.
 
