@@ -55,7 +55,8 @@ class Generation:
     Attributes:
         text: the reply text (detokenized, stripped).
         confidence: in [0, 1]; for neural models the geometric mean of the chosen tokens'
-            probabilities (``exp(mean log p)``), for the retrieval baseline its similarity score.
+            probabilities (``exp(mean log p)``), for the retrieval baseline the share of the
+            neighbours' BM25 vote that the chosen reply got.
     """
 
     text: str

@@ -1,0 +1,63 @@
+"""Command line: build the retrieval baseline reply model from a dialogs file and save its model directory.
+
+    python -m finetune.build_baseline --train dialogs.jsonl --out models/baseline [--top-k 10 ...]
+
+No training happens: every agent turn of the dialogs is indexed with BM25 (``assistant/baseline.py``).
+The manifest records the dialogs file's path and sha256. This command does not evaluate the model
+(``python -m finetune.evaluate`` does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import time
+from pathlib import Path
+
+from assistant.baseline import BaselineConfig, RetrievalBaseline
+from assistant.config import add_dataclass_arguments, dataclass_from_args
+from assistant.data import build_examples, read_dialogs
+from assistant.errors import AssistantError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (flags of :class:`BaselineConfig` included)."""
+    parser = argparse.ArgumentParser(
+        prog="assistant-build-baseline",
+        description="Build the BM25 retrieval baseline (no training) from support dialogs and save it "
+                    "as a model directory that `assistant-eval` and the server can load.")
+    parser.add_argument("--train", type=Path, required=True,
+                        help="dialogs JSONL file whose agent turns become the retrievable replies")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="model directory to write (created; an existing retrieval-baseline dir is replaced)")
+    add_dataclass_arguments(parser, BaselineConfig)
+    return parser
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build and save the baseline; print a one-line summary. Returns 0, or 2 on a bad input."""
+    args = build_parser().parse_args(argv)
+    try:
+        config = dataclass_from_args(BaselineConfig, args)
+        start = time.perf_counter()
+        dialogs = read_dialogs(args.train)
+        n_examples = len(build_examples(dialogs, config.max_context_turns))
+        data = [{"role": "train", "path": str(args.train.resolve()), "sha256": _sha256(args.train),
+                 "dialogs": len(dialogs), "examples": n_examples}]
+        model = RetrievalBaseline.build(dialogs, config, data=data)
+        model.save(args.out)
+        seconds = time.perf_counter() - start
+    except AssistantError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"indexed {n_examples} agent replies from {len(dialogs)} dialogs in {seconds:.1f} s -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
