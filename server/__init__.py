@@ -1,0 +1,74 @@
+"""The conversation server: a Flask app with Redis dialog history in front of the assistant pipeline.
+
+``create_app(config=None)`` builds the app: settings from defaults → environment (``ASSISTANT_*``,
+``REDIS_URL``) → ``config`` (validated; a bad value raises ``ConfigError`` naming it), Redis
+(``REDIS_URL`` or an embedded server in the instance folder), the reply pipeline (model directory
+and FAQ index, loaded once per process), one Blueprint per concern (chat, rasa, conversations,
+health) and JSON error handlers. See ``docs/server.md``.
+
+This package is the HTTP layer only: replies come from ``assistant.pipeline``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from server.errors import register_error_handlers
+from server.history import DialogStore
+from server.http import add_cors_headers
+from server.runtime import ReplyPipeline, Runtime
+from server.settings import Settings, load_settings
+
+__all__ = ["Settings", "create_app", "load_settings"]
+
+
+def create_app(
+    config: Mapping[str, Any] | Settings | None = None,
+    *,
+    pipeline: ReplyPipeline | None = None,
+    store: DialogStore | None = None,
+    defaults: Mapping[str, Any] | None = None,
+) -> Flask:
+    """Build the conversation server's Flask app.
+
+    Args:
+        config: setting name → value overriding the environment (tests, CLI flags), or a ready
+            :class:`Settings` (used as is, the environment is not read).
+        pipeline: a ready reply pipeline (``respond(history, text) -> Reply``); default: load the
+            model/index named by the settings, or the demo assets in development.
+        store: a ready :class:`DialogStore`; default: connect to ``REDIS_URL`` or the embedded Redis.
+        defaults: replace dataclass defaults below the environment (``wsgi.py`` passes
+            ``{"env": "production"}``).
+
+    Raises:
+        ConfigError: a setting is invalid (the message names it and the valid values), or no
+            model/index is configured outside development.
+        EmbeddedRedisError, CheckpointError, RetrievalError: Redis or a model cannot be started/loaded.
+    """
+    settings = config if isinstance(config, Settings) else load_settings(config, defaults=defaults)
+    kwargs: dict[str, Any] = {}
+    if settings.instance_dir:
+        kwargs["instance_path"] = str(Path(settings.instance_dir).resolve())
+    app = Flask(__name__, static_folder=None, **kwargs)
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, TESTING=settings.env == "testing")
+    app.json.sort_keys = False
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    if settings.env == "development" and not settings.api_key:
+        logging.getLogger(__name__).warning(
+            "development mode: no API key is required (set ASSISTANT_API_KEY)"
+        )
+
+    register_error_handlers(app)
+    Runtime().init_app(app, settings, pipeline=pipeline, store=store)
+
+    from server import chat, conversations, health, rasa
+
+    for module in (chat, rasa, conversations, health):
+        app.register_blueprint(module.bp)
+    app.after_request(add_cors_headers)
+    return app

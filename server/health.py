@@ -1,0 +1,49 @@
+"""Blueprint ``health``: ``/healthz`` (liveness, touches nothing), ``/readyz`` (model loaded, Redis answers).
+
+``/readyz`` answers 200 ``{"status": "ready", "checks": {...}}`` or 503 ``{"status": "unavailable",
+"checks": {...}, "error": {code, message}}`` naming the dependency that failed. Neither needs the
+API key (load balancers call them).
+"""
+
+from __future__ import annotations
+
+import redis
+from flask import Blueprint, jsonify
+
+from server.runtime import runtime
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz():
+    """Liveness: the process answers HTTP. No dependency is checked."""
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz():
+    """Readiness: the reply pipeline is loaded and Redis answers PING."""
+    rt = runtime()
+    checks: dict[str, dict] = {}
+    failed = []
+    if rt.pipeline is None:
+        checks["model"] = {"ok": False, "error": "no reply pipeline loaded"}
+        failed.append("model")
+    else:
+        checks["model"] = {"ok": True, **rt.model_info}
+    try:
+        rt.store.ping()
+        checks["redis"] = {"ok": True}
+    except redis.RedisError as e:
+        checks["redis"] = {"ok": False, "error": str(e)}
+        failed.append("redis")
+    if failed:
+        return jsonify(
+            {
+                "status": "unavailable",
+                "checks": checks,
+                "error": {"code": "not_ready", "message": f"not ready: {', '.join(failed)} unavailable"},
+            }
+        ), 503
+    return jsonify({"status": "ready", "checks": checks})

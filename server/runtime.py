@@ -1,0 +1,146 @@
+"""The per-process state of the server: settings, the Redis dialog store and the reply pipeline.
+
+:class:`Runtime` is a Flask extension (``init_app``) stored in ``app.extensions["assistant"]``. It
+connects to ``REDIS_URL`` or starts the embedded Redis, and loads the model directory and the FAQ
+index once per process (or, in development with nothing configured, the demo assets built by
+``server/demo.py``). Tests inject a ready pipeline and/or store instead.
+
+It does not answer requests (the blueprints and ``server/turn.py`` do).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Protocol
+
+from flask import Flask, current_app
+
+from assistant.data import Turn
+from server.embedded_redis import EmbeddedRedis
+from server.history import DialogStore, connect
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ReplyPipeline(Protocol):
+    """What the server needs of ``assistant.pipeline.Pipeline``."""
+
+    def respond(self, history: list[Turn], text: str) -> Any:  # returns assistant.pipeline.Reply
+        ...
+
+
+def load_pipeline(
+    model_dir: str | Path | None, index_dir: str | Path | None, config: Any = None
+) -> ReplyPipeline:
+    """Load the FAQ index and the reply model named by the settings into an ``assistant`` Pipeline.
+
+    Args:
+        model_dir: a model directory with ``assistant.json`` (any kind), or ``None``.
+        index_dir: an FAQ index directory written by ``assistant-build-index``, or ``None``.
+        config: an ``assistant.pipeline.PipelineConfig`` (defaults if ``None``).
+
+    Raises:
+        ConfigError: neither is given.
+        CheckpointError / RetrievalError: a directory cannot be loaded (message names it).
+    """
+    from assistant.errors import ConfigError
+    from assistant.generator import load_generator
+    from assistant.pipeline import Pipeline
+    from assistant.retrieval import FaqIndex
+
+    if not model_dir and not index_dir:
+        raise ConfigError(
+            "no reply model and no FAQ index configured: set ASSISTANT_MODEL_DIR and/or "
+            "ASSISTANT_INDEX_DIR (or ASSISTANT_ENV=development with ASSISTANT_DEMO=1)"
+        )
+    index = FaqIndex.load(index_dir) if index_dir else None
+    generator = load_generator(model_dir) if model_dir else None
+    log.info("loaded FAQ index %s and reply model %s", index_dir or "-", model_dir or "-")
+    return Pipeline(index, generator, config)
+
+
+class Runtime:
+    """Flask extension holding one process's settings, dialog store and reply pipeline.
+
+    Attributes:
+        settings: the validated settings.
+        store: the :class:`DialogStore`.
+        pipeline: the reply pipeline (``None`` only if loading failed; then ``/readyz`` answers 503).
+        embedded: the embedded Redis this process uses, or ``None`` with ``REDIS_URL``.
+        model_info: what was loaded, for ``/readyz``.
+    """
+
+    def __init__(self) -> None:
+        self.settings: Settings | None = None
+        self.store: DialogStore | None = None
+        self.pipeline: ReplyPipeline | None = None
+        self.embedded: EmbeddedRedis | None = None
+        self.model_info: dict[str, Any] = {}
+
+    def init_app(
+        self,
+        app: Flask,
+        settings: Settings,
+        *,
+        pipeline: ReplyPipeline | None = None,
+        store: DialogStore | None = None,
+    ) -> None:
+        """Connect the store and load the pipeline (unless given), then register on ``app``.
+
+        Raises:
+            ConfigError, EmbeddedRedisError, CheckpointError, RetrievalError: with a clear message.
+        """
+        self.settings = settings
+        self.store = store if store is not None else self._connect_store(app, settings)
+        if pipeline is not None:
+            self.pipeline = pipeline
+            self.model_info = {"model_dir": None, "index_dir": None, "injected": type(pipeline).__name__}
+        else:
+            model_dir, index_dir = settings.model_dir, settings.index_dir
+            if not model_dir and not index_dir and settings.env == "development" and settings.demo:
+                from server.demo import ensure_demo_assets
+
+                model_dir, index_dir = (str(p) for p in ensure_demo_assets(Path(app.instance_path)))
+            self.pipeline = load_pipeline(model_dir or None, index_dir or None, settings.pipeline_config())
+            self.model_info = {"model_dir": model_dir or None, "index_dir": index_dir or None}
+        app.extensions["assistant"] = self
+
+    def _connect_store(self, app: Flask, settings: Settings) -> DialogStore:
+        url = settings.redis_url
+        if not url:
+            self.embedded = EmbeddedRedis(Path(app.instance_path) / "redis")
+            url = self.embedded.start()
+            log.info("embedded Redis at %s (data in %s)", url, self.embedded.directory)
+        client = connect(
+            url,
+            socket_timeout=settings.redis_socket_timeout,
+            connect_timeout=settings.redis_connect_timeout,
+            retries=settings.redis_retries,
+            backoff_base=settings.redis_backoff_base,
+            backoff_cap=settings.redis_backoff_cap,
+            max_connections=settings.redis_max_connections,
+        )
+        return DialogStore(
+            client,
+            prefix=settings.redis_prefix,
+            max_turns=settings.history_max_turns,
+            ttl_seconds=settings.history_ttl_seconds,
+            dedupe_ttl_seconds=settings.dedupe_ttl_seconds,
+            lock_timeout=settings.lock_timeout_seconds,
+            lock_wait=settings.lock_wait_seconds,
+        )
+
+    def close(self) -> None:
+        """Close the Redis pool and stop the embedded Redis if this process started it."""
+        if self.store is not None:
+            self.store.client.close()
+            self.store.client.connection_pool.disconnect()
+        if self.embedded is not None:
+            self.embedded.stop()
+
+
+def runtime() -> Runtime:
+    """The :class:`Runtime` of the current app."""
+    return current_app.extensions["assistant"]

@@ -1,0 +1,98 @@
+"""Retrieval evaluation CLI: deterministic splits, metrics with known values, JSON + Markdown reports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from assistant.data import FaqEntry, Query
+from assistant.errors import ConfigError
+from assistant.retrieval import FaqIndex, Hit, RetrieverConfig
+from finetune import eval_retrieval
+from finetune.build_index import ranking_metrics
+
+FAQ = [
+    {"id": "pw", "question": "How do I reset my password?", "answer": "Use 'Forgot password'.",
+     "examples": ["forgot my password", "password reset link", "new password please", "locked out password"]},
+    {"id": "refund", "question": "How do I get a refund?", "answer": "Within 5 days.",
+     "examples": ["I want my money back", "refund for a returned item", "refund status", "money back please"]},
+    {"id": "ship", "question": "Where is my order?", "answer": "Track it under Orders.",
+     "examples": ["track my parcel", "my package has not arrived", "parcel status", "order tracking"]},
+]
+QUERIES = [("reset password", "pw"), ("password forgotten", "pw"), ("forgot the password", "pw"),
+           ("money back", "refund"), ("refund please", "refund"), ("get a refund", "refund"),
+           ("track order", "ship"), ("parcel missing", "ship"), ("where is my package", "ship"),
+           ("tell me a joke", None), ("weather in paris", None), ("who won the match", None), ("sing a song", None)]
+
+
+def _write(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_split_is_stratified_deterministic_and_order_free() -> None:
+    queries = [Query(t, f) for t, f in QUERIES]
+    calibration, evaluation = eval_retrieval.split_queries(queries, 0.5)
+    again = eval_retrieval.split_queries(list(reversed(queries)), 0.5)
+    assert {q.text for q in calibration} == {q.text for q in again[0]}
+    assert len(calibration) + len(evaluation) == len(queries)
+    assert sum(q.faq_id is None for q in calibration) == 2  # round(4 × 0.5) out-of-scope
+    assert sum(q.faq_id == "pw" for q in calibration) == 2  # round(3 × 0.5) = 2 (half rounds up)
+    with pytest.raises(ConfigError, match="calibration-fraction must be in \\(0, 1\\)"):
+        eval_retrieval.split_queries(queries, 1.0)
+
+
+def test_holdout_moves_a_fixed_share_of_examples_into_queries() -> None:
+    entries = [FaqEntry(r["id"], r["question"], r["answer"], tuple(r["examples"])) for r in FAQ]
+    kept, queries = eval_retrieval.holdout_examples(entries, 0.25)
+    assert len(queries) == 3 and all(len(e.examples) == 3 for e in kept)
+    for entry, original in zip(kept, entries, strict=True):
+        held = {q.text for q in queries if q.faq_id == entry.id}
+        assert len(held) == 1 and held.isdisjoint(entry.examples) and held <= set(original.examples)
+
+
+def test_ranking_metrics_known_values() -> None:
+    e = FaqEntry("a", "q", "a")
+    hits = [[Hit("a", 1, e), Hit("b", 0, e)], [Hit("b", 1, e), Hit("a", 0, e)], [Hit("c", 1, e)]]
+    queries = [Query("1", "a"), Query("2", "a"), Query("3", "a"), Query("4", None)]
+    metrics = ranking_metrics(hits + [[Hit("a", 1, e)]], queries)
+    assert metrics == pytest.approx({"hit@1": 1 / 3, "hit@5": 2 / 3, "mrr@10": (1 + 0.5 + 0) / 3})
+
+
+def test_cli_from_faq_writes_json_and_markdown(tmp_path: Path) -> None:
+    faq = _write(tmp_path / "faq.jsonl", FAQ)
+    queries = _write(tmp_path / "q.jsonl", [{"text": t, "faq_id": f} for t, f in QUERIES])
+    out_json, out_md = tmp_path / "r.json", tmp_path / "r.md"
+    argv = ["--faq", str(faq), "--queries", str(queries), "--methods", "bm25", "--name", "tiny",
+            "--json", str(out_json), "--markdown", str(out_md)]
+    assert eval_retrieval.main(argv) == 0
+    report = json.loads(out_json.read_text())
+    (row,) = report["results"]
+    assert report["n_calibration_queries"] + report["n_evaluation_queries"] == len(QUERIES)
+    assert row["method"] == "bm25" and row["n_out_of_scope"] == 2 and 0 <= row["hit@1"] <= row["hit@5"] <= 1
+    assert {"oos_recall", "oos_precision", "oos_auroc", "threshold", "queries_per_s"} <= set(row)
+    table = out_md.read_text()
+    assert table.startswith("### tiny") and "| OOS recall |" in table and "\n| bm25 |" in table
+
+
+def test_cli_evaluates_saved_indexes_at_their_threshold(tmp_path: Path) -> None:
+    faq = _write(tmp_path / "faq.jsonl", FAQ)
+    index = FaqIndex.from_faq_file(faq, RetrieverConfig(method="bm25"))
+    index.calibrate([Query(t, f) for t, f in QUERIES])
+    index.save(tmp_path / "idx")
+    queries = _write(tmp_path / "q.jsonl", [{"text": t, "faq_id": f} for t, f in QUERIES])
+    out_json = tmp_path / "r.json"
+    assert eval_retrieval.main(["--index", str(tmp_path / "idx"), "--queries", str(queries), "--json", str(out_json)]) == 0
+    (row,) = json.loads(out_json.read_text())["results"]
+    assert row["threshold"] == index.threshold and row["n_queries"] == len(QUERIES)
+    in_scope = [Query(t, f) for t, f in QUERIES]
+    assert row["hit@1"] == ranking_metrics(index.search_batch([q.text for q in in_scope], k=3), in_scope)["hit@1"]
+
+
+def test_cli_error_exit_on_a_query_naming_an_unknown_id(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    faq = _write(tmp_path / "faq.jsonl", FAQ)
+    queries = _write(tmp_path / "q.jsonl", [{"text": "hello", "faq_id": "nope"}])
+    assert eval_retrieval.main(["--faq", str(faq), "--queries", str(queries), "--methods", "bm25"]) == 2
+    assert capsys.readouterr().err.startswith("error: ")

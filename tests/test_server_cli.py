@@ -1,0 +1,134 @@
+"""The ``assistant`` command: in-process and HTTP terminal chat, serve's start-up errors, index rebuild,
+and loading a saved FAQ index the production way (``ASSISTANT_INDEX_DIR``)."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from werkzeug.serving import make_server
+
+from server.cli import main
+
+
+@pytest.fixture(scope="module")
+def index_dir(tmp_path_factory, demo_faq_index):
+    directory = tmp_path_factory.mktemp("index") / "demo-index"
+    demo_faq_index.save(directory)
+    return directory
+
+
+def feed(monkeypatch, lines):
+    it = iter(lines)
+
+    def fake_input(prompt=""):
+        try:
+            return next(it)
+        except StopIteration:
+            raise EOFError from None
+
+    monkeypatch.setattr("builtins.input", fake_input)
+
+
+def test_chat_in_process_loads_the_index_dir(monkeypatch, capsys, tmp_path, redis_server, index_dir):
+    feed(monkeypatch, ["How do I cancel my order?", "/history", "/reset", "/history", "/quit"])
+    code = main(
+        [
+            "chat",
+            "--env",
+            "testing",
+            "--index-dir",
+            str(index_dir),
+            "--instance-dir",
+            str(tmp_path),
+            "--redis-url",
+            redis_server.url,
+            "--redis-prefix",
+            redis_server.prefix,
+            "--conversation-id",
+            "cli-1",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "conversation cli-1" in out
+    assert "source=faq faq_id=order-001" in out and "handoff=no" in out
+    assert "customer: How do I cancel my order?" in out
+    assert "(conversation erased)" in out
+    assert out.count("customer: How do I cancel") == 1  # the second /history came after /reset
+
+
+def test_chat_over_http_against_a_running_server(monkeypatch, capsys, make_app):
+    app = make_app()
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        feed(monkeypatch, ["tell me a joke about penguins", "x" * 3000])  # then EOF (Ctrl-D)
+        code = main(
+            ["chat", "--url", f"http://127.0.0.1:{server.server_port}", "--conversation-id", "http-1"]
+        )
+        out = capsys.readouterr().out
+    finally:
+        server.shutdown()
+        thread.join()
+    assert code == 0
+    assert "bot> echo after 1 turns: tell me a joke about penguins" in out and "source=model" in out
+    assert "[413 text_too_long]" in out
+
+
+def test_chat_reports_an_unreachable_server(monkeypatch, capsys):
+    feed(monkeypatch, ["hello"])
+    assert main(["chat", "--url", "http://127.0.0.1:9"]) == 2
+    assert "error: cannot reach http://127.0.0.1:9" in capsys.readouterr().err
+
+
+def test_serve_refuses_insecure_production_settings(capsys, tmp_path):
+    assert main(["serve", "--env", "production", "--instance-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "ASSISTANT_API_KEY" in err and "Traceback" not in err
+
+
+def test_serve_reports_a_missing_index_dir(capsys, tmp_path, redis_server):
+    code = main(
+        [
+            "serve",
+            "--env",
+            "testing",
+            "--index-dir",
+            str(tmp_path / "nope"),
+            "--instance-dir",
+            str(tmp_path),
+            "--redis-url",
+            redis_server.url,
+        ]
+    )
+    assert code == 2 and "nope" in capsys.readouterr().err
+
+
+def test_pipeline_setting_reaches_the_loaded_pipeline(make_app, index_dir):
+    fallback = json.dumps({"fallback_text": "A colleague will take over."})
+    client = make_app(use_pipeline=None, index_dir=str(index_dir), pipeline=fallback).test_client()
+    answer = client.post("/v1/chat", json={"conversation_id": "p", "text": "tell me a joke about penguins"})
+    assert answer.json["replies"] == [{"text": "A colleague will take over.", "source": "fallback"}]
+    assert answer.json["handoff"] is True  # an index and no model: out of scope hands off
+    assert client.get("/readyz").json["checks"]["model"]["index_dir"] == str(index_dir)
+
+
+def test_index_rebuild_adds_a_new_entry(tmp_path, index_dir, capsys, demo_data):
+    from assistant.retrieval import FaqIndex
+
+    directory = tmp_path / "index"
+    FaqIndex.load(index_dir).save(directory)
+    faq = tmp_path / "faq.jsonl"
+    extra = {
+        "id": "eco-001",
+        "question": "Is your packaging recyclable?",
+        "answer": "Yes, all of it.",
+        "examples": ["recyclable packaging", "eco friendly boxes"],
+    }
+    faq.write_text((demo_data / "faq" / "faq.jsonl").read_text() + json.dumps(extra) + "\n")
+    assert main(["index", "rebuild", "--index-dir", str(directory), "--faq", str(faq)]) == 0
+    assert "restart the server" in capsys.readouterr().out
+    assert FaqIndex.load(directory).search("is the packaging recyclable", k=2)[0].faq_id == "eco-001"

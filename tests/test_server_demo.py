@@ -1,0 +1,54 @@
+"""First-run demo assets: built once into the instance folder, reused after, never left half-built."""
+
+from __future__ import annotations
+
+import pytest
+
+from assistant.errors import ModelError
+from server.demo import _build, ensure_demo_index
+
+
+def test_a_failed_build_leaves_no_asset_that_looks_finished(tmp_path):
+    target = tmp_path / "models" / "thing"
+
+    def run(out):
+        out.mkdir(parents=True)
+        (out / "half-written").write_text("x")
+        return 1
+
+    with pytest.raises(ModelError, match="exit code 1"):
+        _build(target, lambda p: (p / "done").is_file(), run, "thing", ModelError, lambda m: None)
+    assert not target.exists() and (tmp_path / "models" / "thing.partial" / "half-written").is_file()
+
+    def run_ok(out):
+        out.mkdir(parents=True)
+        (out / "done").write_text("ok")
+        return 0
+
+    messages = []
+    assert (
+        _build(target, lambda p: (p / "done").is_file(), run_ok, "thing", ModelError, messages.append)
+        == target
+    )
+    assert (target / "done").is_file() and not (tmp_path / "models" / "thing.partial").exists()
+    assert messages == [f"building the thing in {target} (first run only) ...", f"thing ready: {target}"]
+    # a later start reuses it without running anything
+    assert (
+        _build(target, lambda p: (p / "done").is_file(), lambda out: 1 / 0, "thing", ModelError, print)
+        == target
+    )
+
+
+@pytest.mark.slow
+def test_demo_index_is_built_once_and_reused(tmp_path):
+    from assistant.retrieval import FaqIndex
+
+    directory = ensure_demo_index(tmp_path, progress=lambda m: None)
+    assert directory == tmp_path / "models" / "demo-index"
+    manifest = directory / "faq-index.json"
+    stamp = manifest.stat().st_mtime_ns
+    assert ensure_demo_index(tmp_path, progress=lambda m: None) == directory
+    assert manifest.stat().st_mtime_ns == stamp
+    index = FaqIndex.load(directory)
+    assert index.threshold is not None
+    assert index.search("How do I cancel my order?", k=2)[0].faq_id == "order-001"
