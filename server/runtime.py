@@ -103,6 +103,10 @@ class Runtime:
                 from server.demo import ensure_demo_assets
 
                 model_dir, index_dir = (str(p) for p in ensure_demo_assets(Path(app.instance_path)))
+            if settings.torch_threads:
+                import torch
+
+                torch.set_num_threads(settings.torch_threads)
             self.pipeline = load_pipeline(model_dir or None, index_dir or None, settings.pipeline_config())
             self.model_info = {"model_dir": model_dir or None, "index_dir": index_dir or None}
         app.extensions["assistant"] = self
