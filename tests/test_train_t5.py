@@ -1,0 +1,241 @@
+"""The T5 accelerate training loop: real steps on a tiny model and a few STAR dialogs (CPU)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from assistant.data import read_dialogs
+from assistant.generator import GenerationRequest, load_generator
+from assistant.t5 import PRESETS, T5GenerationSettings, build_model, load_tokenizer
+from assistant.t5_adapters import LoraSettings, attach_lora
+from finetune.train_t5 import TrainConfig, collate, filter_domains, main, tokenize_examples, train
+from tests.conftest import T5_TOKENIZER
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def dialogs_files(tmp_path_factory, shared_data) -> tuple[Path, Path]:
+    """12 training (9 without bank, 3 bank) and 4 validation STAR dialogs from the shared valid split."""
+    lines = (shared_data / "dialogs" / "star" / "valid.jsonl").read_text(encoding="utf-8").splitlines()
+    bank = [x for x in lines if "bank" in json.loads(x)["meta"]["domains"]]
+    other = [x for x in lines if "bank" not in json.loads(x)["meta"]["domains"]]
+    d = tmp_path_factory.mktemp("dialogs")
+    (d / "train.jsonl").write_text("\n".join(other[:9] + bank[:3]) + "\n", encoding="utf-8")
+    (d / "valid.jsonl").write_text("\n".join(other[9:12] + bank[3:4]) + "\n", encoding="utf-8")
+    return d / "train.jsonl", d / "valid.jsonl"
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory) -> Path:
+    """A tiny T5 saved with save_pretrained (the local-directory path a hub id would take)."""
+    tok = load_tokenizer(T5_TOKENIZER)
+    d = tmp_path_factory.mktemp("base")
+    build_model(PRESETS["tiny"].to_hf(), tok, seed=0).save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+def common_flags(train_file: Path, valid_file: Path, out: Path) -> list[str]:
+    return [
+        "--train",
+        str(train_file),
+        "--valid",
+        str(valid_file),
+        "--output-dir",
+        str(out),
+        "--batch-size",
+        "4",
+        "--max-source-len",
+        "32",
+        "--max-target-len",
+        "12",
+        "--threads",
+        "1",
+        "--warmup-steps",
+        "1",
+        "--seed",
+        "3",
+    ]
+
+
+def test_only_adapter_weights_change_in_a_training_step(dialogs_files):
+    tok = load_tokenizer(T5_TOKENIZER)
+    model = attach_lora(build_model(PRESETS["tiny"].to_hf(), tok), LoraSettings(r=4), "bank")
+    examples = tokenize_examples(
+        read_dialogs(dialogs_files[0]), tok, T5GenerationSettings(max_source_len=32, max_context_turns=3)
+    )
+    batch = collate(tok.pad_token_id)(examples[:4])
+    assert (batch["labels"] == -100).any() and not (batch["labels"] == tok.pad_token_id).any()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    model(**batch).loss.backward()
+    optimizer.step()
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed, "the step must change the adapter"
+    assert all("lora_" in n for n in changed), f"non-adapter weights changed: {sorted(changed)[:3]}"
+    assert any("lora_B" in n for n in changed)
+
+
+@pytest.mark.slow
+def test_lora_run_writes_an_adapter_model_dir_that_loads(dialogs_files, base_dir, tmp_path):
+    out = tmp_path / "lora"
+    code = main(
+        [
+            *common_flags(*dialogs_files, out),
+            "--model",
+            str(base_dir),
+            "--adapter-name",
+            "star",
+            "--max-steps",
+            "3",
+            "--eval-every",
+            "2",
+            "--lora-r",
+            "2",
+            "--lora-target-modules",
+            "q",
+            "v",
+        ]
+    )
+    assert code == 0
+    manifest = json.loads((out / "assistant.json").read_text())
+    assert manifest["kind"] == "t5" and manifest["adapters"] == [{"name": "star", "path": "adapters/star"}]
+    assert (out / manifest["base_model"]["path"]).resolve() == base_dir.resolve()
+    assert manifest["training"]["steps"] == 3 and manifest["training"]["train_seconds"] > 0
+    assert manifest["parameters"]["trainable"] < manifest["parameters"]["total"] / 10
+    assert not (out / "model.safetensors").exists(), "a LoRA run must not save the base weights"
+    gen = load_generator(out)
+    assert gen.default_adapter == "star"
+    assert len(gen.generate([GenerationRequest(context=())])) == 1
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_to_the_same_state(dialogs_files, tmp_path):
+    flags = [
+        "--init-from-config",
+        "tiny",
+        "--tokenizer",
+        str(T5_TOKENIZER),
+        "--full-finetune",
+        "--max-steps",
+        "12",
+        "--eval-every",
+        "5",
+        "--checkpoint-every",
+        "2",
+        "--grad-accum",
+        "2",
+    ]
+    straight = tmp_path / "straight"
+    assert main([*common_flags(*dialogs_files, straight), *flags]) == 0
+    from assistant.config import dataclass_from_args
+    from finetune.train_t5 import build_parser
+
+    resumed = tmp_path / "resumed"
+    args = build_parser().parse_args([*common_flags(*dialogs_files, resumed), *flags])
+    cfg = dataclass_from_args(TrainConfig, args)
+    gen = dataclass_from_args(T5GenerationSettings, args)
+    lora = dataclass_from_args(LoraSettings, args, prefix="lora-")
+    train(cfg, gen, lora, interrupt_after_steps=4)  # "crashes" after step 4's checkpoint
+    interrupted = load_file(str(resumed / "checkpoint" / "model.safetensors"))
+    assert main([*common_flags(*dialogs_files, resumed), *flags, "--resume"]) == 0
+    a = load_file(str(straight / "checkpoint" / "model.safetensors"))
+    b = load_file(str(resumed / "checkpoint" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run"
+    assert not all(torch.equal(a[k], interrupted[k]) for k in a), "the resume must have trained further"
+    ma = json.loads((straight / "assistant.json").read_text())["training"]
+    mb = json.loads((resumed / "assistant.json").read_text())["training"]
+    assert (ma["steps"], ma["best_valid_loss"]) == (mb["steps"], mb["best_valid_loss"])
+
+
+def test_bad_flags_exit_2_with_a_clear_message(dialogs_files, tmp_path, capsys):
+    out = tmp_path / "x"
+    assert main([*common_flags(*dialogs_files, out), "--init-from-config", "tiny", "--full-finetune"]) == 2
+    assert "needs --tokenizer" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                *common_flags(*dialogs_files, out),
+                "--init-from-config",
+                "tiny",
+                "--tokenizer",
+                str(T5_TOKENIZER),
+            ]
+        )
+        == 2
+    )
+    assert "--full-finetune" in capsys.readouterr().err
+    cfg_file = tmp_path / "small.json"
+    cfg_file.write_text(
+        json.dumps(
+            {
+                "d_model": 16,
+                "d_ff": 32,
+                "d_kv": 4,
+                "num_layers": 1,
+                "num_decoder_layers": 1,
+                "num_heads": 4,
+                "vocab_size": 500,
+            }
+        )
+    )
+    assert (
+        main(
+            [
+                *common_flags(*dialogs_files, out),
+                "--init-from-config",
+                str(cfg_file),
+                "--full-finetune",
+                "--tokenizer",
+                str(T5_TOKENIZER),
+                "--max-steps",
+                "1",
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "vocab_size" in err and "32103" in err
+    assert main([*common_flags(*dialogs_files, out), "--model", str(tmp_path / "missing"), "--resume"]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_domain_filter(dialogs_files):
+    dialogs = read_dialogs(dialogs_files[0])
+    domains = {d.id: set(d.meta["domains"]) for d in dialogs}
+    without_bank = filter_domains(dialogs, None, ["bank"], "f")
+    assert without_bank and all("bank" not in domains[d.id] for d in without_bank)
+    only_bank = filter_domains(dialogs, ["bank"], None, "f")
+    assert len(only_bank) == 3 and all("bank" in domains[d.id] for d in only_bank)
+    assert len(only_bank) + len(without_bank) == len(dialogs)
+    from assistant.errors import DataError
+
+    with pytest.raises(DataError, match="no dialog left"):
+        filter_domains(dialogs, ["no-such-domain"], None, "f")
+
+
+def test_fp16_without_cuda_is_refused(dialogs_files, base_dir, tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: fp16 is allowed here")
+    flags = common_flags(*dialogs_files, tmp_path / "fp16")
+    assert main([*flags, "--model", str(base_dir), "--mixed-precision", "fp16", "--max-steps", "1"]) == 2
+    assert "fp16 needs a CUDA GPU" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+def test_bf16_lora_run_on_cuda_records_peak_memory(dialogs_files, base_dir, tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    out = tmp_path / "gpu"
+    flags = common_flags(*dialogs_files, out)
+    assert main([*flags, "--model", str(base_dir), "--mixed-precision", "bf16", "--max-steps", "2"]) == 0
+    training = json.loads((out / "assistant.json").read_text())["training"]
+    assert training["device"].startswith("cuda") and training["peak_gpu_memory_gib"] > 0
