@@ -1,4 +1,4 @@
-"""The ``assistant`` command: ``serve`` the HTTP API, ``chat`` with it in a terminal, ``index rebuild``.
+"""The ``assistant`` command: ``serve`` the HTTP API, ``chat`` with it, ``replay`` traffic, ``index rebuild``.
 
 * ``assistant serve [--host H] [--port P] [--model-dir D] [--index-dir D] [--redis-url U] ...``
   runs the server (Werkzeug's threaded server, for trying and small installs; production: gunicorn,
@@ -8,6 +8,8 @@
   HTTP, or in-process (the same app through Flask's test client) without ``--url``. Each reply
   shows its source, confidence and whether it hands off. ``/reset`` erases the conversation,
   ``/history`` prints it, ``/quit`` (or Ctrl-D) leaves.
+* ``assistant replay --url URL --dialogs FILE --queries FILE`` sends real customer messages to a
+  running server and prints the transcript and latency percentiles (``server/replay.py``).
 * ``assistant index rebuild --index-dir D --faq FILE`` rebuilds an FAQ index from a new FAQ file with
   the index's own retriever config (``assistant.retrieval.rebuild_index``); restart the server after.
 
@@ -22,13 +24,13 @@ import json
 import shlex
 import signal
 import sys
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 from assistant.errors import AssistantError
+from server import replay
+from server.client import HttpClient
 from server.settings import Settings, env_var
 
 _TYPES = {"int": int, "float": float, "str": str}
@@ -92,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--conversation-id", default="", help="conversation to continue (default: a new one)")
     _add_settings_flags(chat)
 
+    replay_parser = sub.add_parser(
+        "replay", help="send dialogs' customer turns / queries to a running server; transcript and latency"
+    )
+    replay.add_arguments(replay_parser)
+
     index = sub.add_parser("index", help="FAQ index maintenance")
     index_sub = index.add_subparsers(dest="index_command", required=True)
     rebuild = index_sub.add_parser("rebuild", help="rebuild an index from a new FAQ file, same config")
@@ -108,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(args)
         if args.command == "chat":
             return _chat(args)
+        if args.command == "replay":
+            return replay.run(args)
         return _index_rebuild(args)
     except AssistantError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -136,32 +145,6 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-class _HttpClient:
-    """``send(method, path, body) -> (status, json)`` over HTTP to a running server."""
-
-    def __init__(self, base_url: str, api_key: str) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.api_key = api_key
-
-    def send(self, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.base_url + path, data=data, method=method)
-        request.add_header("Content-Type", "application/json")
-        if self.api_key:
-            request.add_header("Authorization", f"Bearer {self.api_key}")
-        try:
-            with urllib.request.urlopen(request, timeout=120) as response:
-                raw = response.read()
-                return response.status, json.loads(raw) if raw else None
-        except urllib.error.HTTPError as e:
-            raw = e.read()
-            return e.code, json.loads(raw) if raw else None
-        except urllib.error.URLError as e:
-            raise AssistantError(
-                f"cannot reach {self.base_url}: {e.reason} (is `assistant serve` running?)"
-            ) from e
-
-
 class _InProcessClient:
     """The same interface through Flask's test client on an app built here."""
 
@@ -183,7 +166,7 @@ def _chat(args: argparse.Namespace, read: Callable[[str], str] | None = None) ->
     read = read or input  # looked up now, so tests and readline wrappers can replace it
     overrides = _overrides(args)
     if args.url:
-        client: Any = _HttpClient(args.url, overrides.get("api_key", ""))
+        client: Any = HttpClient(args.url, overrides.get("api_key", ""))
     else:
         client = _InProcessClient(overrides)
     conversation_id = args.conversation_id or f"cli-{uuid.uuid4().hex[:12]}"

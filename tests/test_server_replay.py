@@ -1,0 +1,52 @@
+"""Tests for ``assistant replay``: real HTTP to a live server (Werkzeug in a thread) with real Redis."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from werkzeug.serving import make_server
+
+from server.cli import main
+from server.client import HttpClient
+
+
+@pytest.fixture
+def live_url(app):
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join()
+
+
+def test_replay_dialogs_and_queries_over_http(live_url, demo_data, tmp_path):
+    out = tmp_path / "replay"
+    code = main(["replay", "--url", live_url, "--dialogs", str(demo_data / "dialogs" / "test.jsonl"),
+                 "--turns-per-dialog", "2", "--queries", str(demo_data / "faq" / "queries-dev.jsonl"),
+                 "--limit", "5", "--out-dir", str(out)])
+    assert code == 0
+    report = json.loads((out / "replay.json").read_text())
+    dialogs, queries = report["sections"]
+    assert dialogs["summary"]["messages"] == 10 and queries["summary"]["messages"] == 5
+    assert dialogs["summary"]["errors"] == 0
+    latency = queries["summary"]["latency_ms"]
+    assert 0 < latency["p50"] <= latency["p95"] <= latency["max"]
+    assert sum(queries["summary"]["sources"].values()) == 5
+    conversations = {e["message"]["conversation_id"] for e in report["exchanges"][:10]}
+    assert len(conversations) == 5
+    client = HttpClient(live_url, "")
+    for conversation_id in conversations:  # two customer turns of one dialog share one conversation
+        status, body = client.send("GET", f"/v1/conversations/{conversation_id}")
+        assert status == 200 and [t["role"] for t in body["turns"]] == ["customer", "agent"] * 2
+    assert "| message | reply | source |" in (out / "replay.md").read_text()
+
+
+def test_replay_reports_unreachable_server_and_missing_input(tmp_path, demo_data, capsys):
+    assert main(["replay", "--url", "http://127.0.0.1:9", "--queries",
+                 str(demo_data / "faq" / "queries-dev.jsonl"), "--limit", "1"]) == 2
+    assert "cannot reach http://127.0.0.1:9" in capsys.readouterr().err
+    assert main(["replay", "--url", "http://127.0.0.1:9"]) == 2
+    assert "nothing to send" in capsys.readouterr().err
