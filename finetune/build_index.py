@@ -32,7 +32,8 @@ from assistant.config import add_dataclass_arguments, dataclass_from_args
 from assistant.data import Query, read_queries
 from assistant.errors import AssistantError, ConfigError
 from assistant.generator import MANIFEST
-from assistant.retrieval import INDEX_SUBDIR, FaqIndex, Hit, RetrieverConfig, rebuild_index
+from assistant.index_store import INDEX_SUBDIR
+from assistant.retrieval import FaqIndex, Hit, RetrieverConfig, rebuild_index
 
 #: the fusion settings :func:`tune_fusion` tries.
 FUSION_GRID: tuple[tuple[str, float], ...] = tuple(

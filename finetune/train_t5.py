@@ -12,160 +12,39 @@ validation loss with ``gather_for_metrics`` every N steps, early stopping, ``sav
 The output directory holds the best model by validation loss (the adapter, or the full model), its
 tokenizer and an ``assistant.json`` manifest; ``checkpoint/`` holds the latest resumable state.
 
-It does not evaluate replies (``finetune/evaluate.py``) and defines no model (``assistant/t5.py``).
+It does not prepare data (``finetune/t5_data.py``: the run config, tokenized examples, loaders),
+evaluate replies (``finetune/evaluate.py``) or define a model (``assistant/t5.py``).
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
-from assistant.config import add_dataclass_arguments, dataclass_from_args, require
-from assistant.data import Dialog, build_examples, format_context, read_dialogs
-from assistant.errors import AssistantError, ConfigError, DataError
+from assistant.config import add_dataclass_arguments, dataclass_from_args
+from assistant.errors import AssistantError, ConfigError
 from assistant.t5 import (
-    PRESETS,
     T5GenerationSettings,
     build_model,
-    encode_targets,
     load_base_model,
     load_tokenizer,
     resolve_model_config,
     write_manifest,
 )
-from assistant.t5_adapters import (
-    LoraSettings,
-    attach_lora,
-    check_adapter_name,
-    save_adapter,
-    trainable_parameters,
-)
-
-
-@dataclass
-class TrainConfig:
-    """What to train on, for how long, and where to write it."""
-
-    train: str = field(default="", metadata={"help": "training dialogs (JSONL)"})
-    valid: str = field(default="", metadata={"help": "validation dialogs (JSONL)"})
-    output_dir: str = field(
-        default="", metadata={"help": "where the best model, manifest and checkpoint/ go"}
-    )
-    model: str | None = field(
-        default=None,
-        metadata={
-            "help": "base model: a Hugging Face id (e.g. google/flan-t5-small, needs network) "
-            "or a local directory"
-        },
-    )
-    init_from_config: str | None = field(
-        default=None,
-        metadata={
-            "help": f"build a new model instead: a preset {sorted(PRESETS)} or a config JSON; "
-            "needs --tokenizer"
-        },
-    )
-    tokenizer: str | None = field(
-        default=None,
-        metadata={"help": "tokenizer id/dir (required with --init-from-config; default: the --model's own)"},
-    )
-    full_finetune: bool = field(
-        default=False,
-        metadata={"help": "train every weight (needed to train from scratch) instead of a LoRA adapter"},
-    )
-    adapter_name: str = field(default="default", metadata={"help": "name of the trained LoRA adapter"})
-    include_domains: list[str] | None = field(
-        default=None, metadata={"help": "keep only dialogs with one of these STAR meta.domains"}
-    )
-    exclude_domains: list[str] | None = field(
-        default=None, metadata={"help": "drop dialogs with any of these meta.domains"}
-    )
-    max_valid_examples: int = field(
-        default=512, metadata={"help": "validation examples used (a seeded sample; 0 = all)"}
-    )
-    batch_size: int = field(default=16, metadata={"help": "examples per device per micro-batch"})
-    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
-    lr: float = field(default=1e-3, metadata={"help": "peak learning rate (AdamW)"})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
-    schedule: Literal["linear", "cosine", "constant_with_warmup", "inverse_sqrt"] = field(
-        default="linear",
-        metadata={"help": "learning-rate schedule after warm-up (transformers.get_scheduler)"},
-    )
-    warmup_steps: int = field(default=100, metadata={"help": "linear warm-up, optimizer steps"})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "clip gradients to this L2 norm (0 = off)"})
-    epochs: int = field(default=3, metadata={"help": "passes over the training examples (if no --max-steps)"})
-    max_steps: int | None = field(default=None, metadata={"help": "optimizer steps; overrides --epochs"})
-    max_minutes: float | None = field(
-        default=None,
-        metadata={"help": "stop (evaluate, save, checkpoint) after this many minutes of training"},
-    )
-    eval_every: int = field(default=200, metadata={"help": "validation loss every N optimizer steps"})
-    checkpoint_every: int | None = field(
-        default=None,
-        metadata={"help": "save the resumable state every N steps (default: at every evaluation)"},
-    )
-    patience: int = field(
-        default=5, metadata={"help": "stop after this many evaluations without improvement"}
-    )
-    seed: int = field(default=0, metadata={"help": "seed for initialisation, shuffling and dropout"})
-    mixed_precision: Literal["no", "fp16", "bf16"] = field(
-        default="no", metadata={"help": "autocast precision (fp16 needs CUDA; bf16 on recent GPUs)"}
-    )
-    resume: bool = field(default=False, metadata={"help": "continue from OUTPUT_DIR/checkpoint exactly"})
-    threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's)"})
-
-    def __post_init__(self) -> None:
-        require(
-            bool(self.train) and bool(self.valid) and bool(self.output_dir),
-            "--train, --valid and --output-dir are required",
-        )
-        require(
-            (self.model is None) != (self.init_from_config is None),
-            "give exactly one of --model ID_OR_DIR and --init-from-config CONFIG",
-        )
-        require(
-            self.init_from_config is None or self.tokenizer is not None,
-            "--init-from-config needs --tokenizer DIR (e.g. ../shared/data/models/t5-small-tokenizer)",
-        )
-        require(
-            self.init_from_config is None or self.full_finetune,
-            "--init-from-config builds a random model: LoRA on random weights is pointless; "
-            "add --full-finetune",
-        )
-        for name in ("batch_size", "grad_accum", "epochs", "eval_every", "patience"):
-            require(
-                getattr(self, name) >= 1,
-                f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}",
-            )
-        require(self.lr > 0, f"--lr must be > 0, got {self.lr}")
-        require(
-            self.warmup_steps >= 0 and self.max_grad_norm >= 0 and self.max_valid_examples >= 0,
-            "--warmup-steps, --max-grad-norm and --max-valid-examples must be >= 0",
-        )
-        require(
-            self.max_steps is None or self.max_steps >= 1, f"--max-steps must be >= 1, got {self.max_steps}"
-        )
-        require(
-            self.max_minutes is None or self.max_minutes > 0,
-            f"--max-minutes must be > 0, got {self.max_minutes}",
-        )
-        require(
-            self.checkpoint_every is None or self.checkpoint_every >= 1, "--checkpoint-every must be >= 1"
-        )
-        require(self.threads is None or self.threads >= 1, f"--threads must be >= 1, got {self.threads}")
-        check_adapter_name(self.adapter_name)
+from assistant.t5_adapters import LoraSettings, attach_lora, save_adapter, trainable_parameters
+from finetune.t5_data import TrainConfig, data_provenance, load_data, make_loaders
 
 
 @dataclass
@@ -187,66 +66,6 @@ class TrainState:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for key, value in state.items():
             setattr(self, key, value)
-
-
-def filter_domains(
-    dialogs: list[Dialog], include: list[str] | None, exclude: list[str] | None, where: str
-) -> list[Dialog]:
-    """Keep dialogs whose ``meta.domains`` match ``include`` (any) and none of ``exclude``.
-
-    Raises:
-        DataError: nothing is left.
-    """
-    inc, exc = set(include or ()), set(exclude or ())
-    kept = []
-    for d in dialogs:
-        domains = {x for x in d.meta.get("domains", []) or [] if isinstance(x, str)}
-        if (not inc or domains & inc) and not domains & exc:
-            kept.append(d)
-    if not kept:
-        raise DataError(
-            f"{where}: no dialog left after --include-domains {sorted(inc)} --exclude-domains {sorted(exc)}"
-        )
-    return kept
-
-
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def tokenize_examples(
-    dialogs: list[Dialog], tokenizer: Any, gen: T5GenerationSettings
-) -> list[dict[str, list[int]]]:
-    """``{"input_ids", "attention_mask", "labels"}`` per agent turn (source left-cut, target right-cut)."""
-    examples = build_examples(dialogs, gen.max_context_turns)
-    sources = tokenizer(
-        [format_context(e.context) for e in examples], truncation=True, max_length=gen.max_source_len
-    )
-    labels = encode_targets(tokenizer, [e.target for e in examples], gen.max_target_len)
-    return [
-        {"input_ids": i, "attention_mask": m, "labels": y}
-        for i, m, y in zip(sources.input_ids, sources.attention_mask, labels)
-    ]
-
-
-def collate(pad_id: int):
-    """Pad a list of tokenized examples: inputs with ``pad_id``, labels with -100 (ignored by the loss)."""
-
-    def fn(rows: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
-        src = max(len(r["input_ids"]) for r in rows)
-        tgt = max(len(r["labels"]) for r in rows)
-        out = {
-            "input_ids": torch.full((len(rows), src), pad_id),  # (B, S)
-            "attention_mask": torch.zeros((len(rows), src), dtype=torch.long),
-            "labels": torch.full((len(rows), tgt), -100),
-        }  # (B, T)
-        for i, r in enumerate(rows):
-            out["input_ids"][i, : len(r["input_ids"])] = torch.tensor(r["input_ids"])
-            out["attention_mask"][i, : len(r["input_ids"])] = 1
-            out["labels"][i, : len(r["labels"])] = torch.tensor(r["labels"])
-        return out
-
-    return fn
 
 
 def build_model_and_tokenizer(cfg: TrainConfig, lora: LoraSettings):
@@ -367,23 +186,123 @@ def make_accelerator(cfg: TrainConfig):
     return accelerator
 
 
-def load_data(cfg: TrainConfig, tokenizer: Any, gen: T5GenerationSettings, accelerator: Any):
-    """Tokenized training and validation examples (validation: a seeded sample of max_valid_examples)."""
-    with accelerator.main_process_first():
-        train_d = filter_domains(read_dialogs(cfg.train), cfg.include_domains, cfg.exclude_domains, cfg.train)
-        valid_d = filter_domains(read_dialogs(cfg.valid), cfg.include_domains, cfg.exclude_domains, cfg.valid)
-        train_ex = tokenize_examples(train_d, tokenizer, gen)
-        valid_ex = tokenize_examples(valid_d, tokenizer, gen)
-    if cfg.max_valid_examples and len(valid_ex) > cfg.max_valid_examples:
-        order = torch.randperm(len(valid_ex), generator=torch.Generator().manual_seed(cfg.seed))
-        valid_ex = [valid_ex[i] for i in order[: cfg.max_valid_examples].tolist()]
-    counts = {
-        "train_dialogs": len(train_d),
-        "train_examples": len(train_ex),
-        "valid_dialogs": len(valid_d),
-        "valid_examples": len(valid_ex),
+def make_optimizer(cfg: TrainConfig, model: Any) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters; weight decay on matrices only (not biases / layer norms)."""
+    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+    )
+
+
+def plan_steps(cfg: TrainConfig, n_examples: int, num_processes: int) -> tuple[int, int, int]:
+    """``(optimizer steps per epoch, total optimizer steps, epochs)`` for ``n_examples`` training examples."""
+    steps_per_epoch = math.ceil(math.ceil(n_examples / (cfg.batch_size * num_processes)) / cfg.grad_accum)
+    total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
+    return steps_per_epoch, total_steps, math.ceil(total_steps / steps_per_epoch)
+
+
+def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int, num_processes: int):
+    """The learning-rate schedule (``transformers.get_scheduler``) with linear warm-up."""
+    from transformers import get_scheduler
+
+    # the prepared scheduler steps once per process each optimizer step (as in the no_trainer examples)
+    return get_scheduler(
+        cfg.schedule,
+        optimizer,
+        num_warmup_steps=cfg.warmup_steps * num_processes,
+        num_training_steps=total_steps * num_processes,
+    )
+
+
+def build_manifest(
+    cfg: TrainConfig,
+    gen: T5GenerationSettings,
+    lora: LoraSettings,
+    accelerator: Any,
+    model: Any,
+    counts: dict[str, int],
+    parameters: tuple[int, int],
+) -> dict[str, Any]:
+    """The ``assistant.json`` content (without ``training`` figures) for the model being trained."""
+    trainable, total = parameters
+    return {
+        "base_model": {"path": "."} if cfg.full_finetune else base_model_reference(cfg),
+        "tokenizer": ".",
+        "adapters": []
+        if cfg.full_finetune
+        else [{"name": cfg.adapter_name, "path": f"adapters/{cfg.adapter_name}"}],
+        "model_config": accelerator.unwrap_model(model).config.to_dict() if cfg.full_finetune else None,
+        "lora": None if cfg.full_finetune else lora.to_dict(),
+        "generation": asdict(gen),
+        "train_config": asdict(cfg),
+        "data": data_provenance(cfg, counts),
+        "parameters": {"trainable": trainable, "total": total},
+        "versions": library_versions(),
     }
-    return train_ex, valid_ex, counts
+
+
+def epoch_batches(accelerator: Any, train_loader: Any, state: TrainState):
+    """The current epoch's batches, skipping those already consumed before a resume."""
+    train_loader.set_epoch(state.epoch)
+    if state.batches_in_epoch:
+        return accelerator.skip_first_batches(train_loader, state.batches_in_epoch)
+    return train_loader
+
+
+def accumulation_step(
+    accelerator: Any,
+    model: Any,
+    optimizer: Any,
+    scheduler: Any,
+    batch: dict[str, torch.Tensor],
+    max_grad_norm: float,
+) -> torch.Tensor:
+    """Forward + backward of one micro-batch (optimizer step when ``sync_gradients``); returns the loss."""
+    with accelerator.accumulate(model):
+        loss = model(**batch).loss
+        accelerator.backward(loss)
+        if accelerator.sync_gradients and max_grad_norm > 0:
+            accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+    return loss
+
+
+def time_is_up(accelerator: Any, cfg: TrainConfig, elapsed: Callable[[], float]) -> bool:
+    """Whether ``--max-minutes`` has passed, agreed by every process (the main process's clock decides)."""
+    if cfg.max_minutes is not None and elapsed() > cfg.max_minutes * 60 and accelerator.is_main_process:
+        accelerator.set_trigger()
+    return accelerator.check_trigger()
+
+
+def evaluate_and_checkpoint(
+    accelerator: Any,
+    model: Any,
+    tokenizer: Any,
+    valid_loader: DataLoader,
+    state: TrainState,
+    cfg: TrainConfig,
+    manifest: dict[str, Any],
+    elapsed: Callable[[], float],
+) -> tuple[dict[str, Any], bool]:
+    """Validation loss, best-model save, checkpoint. Returns the manifest and whether patience ran out."""
+    val = evaluate_loss(accelerator, model, valid_loader)
+    state.train_seconds, improved = elapsed(), val < state.best_loss
+    if improved:
+        state.best_loss, state.best_step, state.bad_evals = val, state.step, 0
+        manifest = {**manifest, "training": figures(state, val, cfg, accelerator, "best so far")}
+        save_best(accelerator, model, tokenizer, cfg, manifest)
+    else:
+        state.bad_evals += 1
+    accelerator.print(
+        f"\nstep {state.step}: valid loss {val:.4f} (ppl {math.exp(min(val, 50)):.1f})"
+        f"{' best' if improved else f' no gain ({state.bad_evals}/{cfg.patience})'}"
+    )
+    save_checkpoint(accelerator, cfg)
+    return manifest, state.bad_evals >= cfg.patience
 
 
 def train(
@@ -403,7 +322,6 @@ def train(
         ConfigError / DataError / ModelError: bad flags, data or model.
     """
     from tqdm.auto import tqdm
-    from transformers import get_scheduler
 
     accelerator = make_accelerator(cfg)
     out = Path(cfg.output_dir)
@@ -413,42 +331,11 @@ def train(
         raise ConfigError(f"--resume: no {out / 'checkpoint'} to resume from")
     model, tokenizer = build_model_and_tokenizer(cfg, lora)
     train_ex, valid_ex, counts = load_data(cfg, tokenizer, gen, accelerator)
-    pad = collate(tokenizer.pad_token_id)
-    # own generators: creating a DataLoader iterator draws a seed, and must not consume the global RNG
-    # (whose state, restored by load_state, drives dropout) or a resumed run would diverge
-    train_loader = DataLoader(
-        train_ex,
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        collate_fn=pad,
-        generator=torch.Generator().manual_seed(cfg.seed),
-    )
-    valid_loader = DataLoader(
-        valid_ex,
-        batch_size=cfg.batch_size * 2,
-        shuffle=False,
-        collate_fn=pad,
-        generator=torch.Generator().manual_seed(cfg.seed),
-    )
+    train_loader, valid_loader = make_loaders(cfg, train_ex, valid_ex, tokenizer.pad_token_id)
     trainable, total = trainable_parameters(model)
-    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr,
-    )
-    steps_per_epoch = math.ceil(
-        math.ceil(len(train_ex) / (cfg.batch_size * accelerator.num_processes)) / cfg.grad_accum
-    )
-    total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
-    epochs = math.ceil(total_steps / steps_per_epoch)
-    # the prepared scheduler steps once per process each optimizer step (as in the no_trainer examples)
-    scheduler = get_scheduler(
-        cfg.schedule,
-        optimizer,
-        num_warmup_steps=cfg.warmup_steps * accelerator.num_processes,
-        num_training_steps=total_steps * accelerator.num_processes,
-    )
+    optimizer = make_optimizer(cfg, model)
+    steps_per_epoch, total_steps, epochs = plan_steps(cfg, len(train_ex), accelerator.num_processes)
+    scheduler = make_scheduler(cfg, optimizer, total_steps, accelerator.num_processes)
     model, optimizer, train_loader, valid_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, valid_loader, scheduler
     )
@@ -463,26 +350,7 @@ def train(
         f"{counts}; parameters: {trainable:,} trainable of {total:,}; "
         f"{total_steps} steps ({steps_per_epoch}/epoch)"
     )
-    manifest: dict[str, Any] = {
-        "base_model": {"path": "."} if cfg.full_finetune else base_model_reference(cfg),
-        "tokenizer": ".",
-        "adapters": []
-        if cfg.full_finetune
-        else [{"name": cfg.adapter_name, "path": f"adapters/{cfg.adapter_name}"}],
-        "model_config": accelerator.unwrap_model(model).config.to_dict() if cfg.full_finetune else None,
-        "lora": None if cfg.full_finetune else lora.to_dict(),
-        "generation": asdict(gen),
-        "train_config": asdict(cfg),
-        "data": {
-            "train": cfg.train,
-            "train_sha256": file_sha256(cfg.train),
-            "valid": cfg.valid,
-            "valid_sha256": file_sha256(cfg.valid),
-            **counts,
-        },
-        "parameters": {"trainable": trainable, "total": total},
-        "versions": library_versions(),
-    }
+    manifest = build_manifest(cfg, gen, lora, accelerator, model, counts, (trainable, total))
     every_ckpt = cfg.checkpoint_every or cfg.eval_every
     bar = tqdm(
         total=total_steps,
@@ -498,41 +366,10 @@ def train(
     def elapsed() -> float:
         return start_seconds + time.monotonic() - start
 
-    def evaluate_and_checkpoint() -> bool:
-        """Validation loss, best-model save, checkpoint; True when early stopping triggers."""
-        nonlocal manifest
-        val = evaluate_loss(accelerator, model, valid_loader)
-        state.train_seconds, improved = elapsed(), val < state.best_loss
-        if improved:
-            state.best_loss, state.best_step, state.bad_evals = val, state.step, 0
-            manifest = {**manifest, "training": figures(state, val, cfg, accelerator, "best so far")}
-            save_best(accelerator, model, tokenizer, cfg, manifest)
-        else:
-            state.bad_evals += 1
-        accelerator.print(
-            f"\nstep {state.step}: valid loss {val:.4f} (ppl {math.exp(min(val, 50)):.1f})"
-            f"{' best' if improved else f' no gain ({state.bad_evals}/{cfg.patience})'}"
-        )
-        save_checkpoint(accelerator, cfg)
-        return state.bad_evals >= cfg.patience
-
     done = state.step >= total_steps
     while not done and state.epoch < epochs:
-        train_loader.set_epoch(state.epoch)
-        loader = (
-            accelerator.skip_first_batches(train_loader, state.batches_in_epoch)
-            if state.batches_in_epoch
-            else train_loader
-        )
-        for batch in loader:
-            with accelerator.accumulate(model):
-                loss = model(**batch).loss
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and cfg.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
+        for batch in epoch_batches(accelerator, train_loader, state):
+            loss = accumulation_step(accelerator, model, optimizer, scheduler, batch, cfg.max_grad_norm)
             state.batches_in_epoch += 1
             state.examples_seen += batch["input_ids"].shape[0] * accelerator.num_processes
             lv = float(loss.detach())
@@ -545,15 +382,12 @@ def train(
                 loss=f"{loss_ema:.3f}",
                 ex_s=f"{(state.examples_seen - start_examples) / (time.monotonic() - start):.1f}",
             )
-            if (
-                cfg.max_minutes is not None
-                and elapsed() > cfg.max_minutes * 60
-                and accelerator.is_main_process
-            ):
-                accelerator.set_trigger()
-            out_of_time = accelerator.check_trigger()
+            out_of_time = time_is_up(accelerator, cfg, elapsed)
             if state.step % cfg.eval_every == 0 or state.step >= total_steps or out_of_time:
-                if evaluate_and_checkpoint():
+                manifest, patience_out = evaluate_and_checkpoint(
+                    accelerator, model, tokenizer, valid_loader, state, cfg, manifest, elapsed
+                )
+                if patience_out:
                     stop_reason, done = f"early stopping (patience {cfg.patience})", True
             elif state.step % every_ckpt == 0:
                 state.train_seconds = elapsed()
@@ -573,6 +407,19 @@ def train(
             state.epoch, state.batches_in_epoch = state.epoch + 1, 0
     bar.close()
     state.train_seconds = elapsed()
+    return finish(accelerator, out, cfg, state, manifest, stop_reason, total_steps)
+
+
+def finish(
+    accelerator: Any,
+    out: Path,
+    cfg: TrainConfig,
+    state: TrainState,
+    manifest: dict[str, Any],
+    stop_reason: str,
+    total_steps: int,
+) -> dict[str, Any]:
+    """Write the final manifest (best model's figures, why training stopped) and end training."""
     final = {**figures(state, state.best_loss, cfg, accelerator, stop_reason), "steps_total": total_steps}
     manifest = {**manifest, "training": final}
     if accelerator.is_main_process:

@@ -10,7 +10,8 @@ import pytest
 
 from assistant.data import Query
 from assistant.errors import ConfigError, DataError, RetrievalError
-from assistant.retrieval import INDEX_MANIFEST, INDEX_SUBDIR, FaqIndex, RetrieverConfig, rebuild_index
+from assistant.index_store import INDEX_MANIFEST, INDEX_SUBDIR
+from assistant.retrieval import FaqIndex, RetrieverConfig, rebuild_index
 from finetune import build_index
 
 FAQ = [

@@ -13,7 +13,8 @@ from assistant.data import read_dialogs
 from assistant.generator import GenerationRequest, load_generator
 from assistant.t5 import PRESETS, T5GenerationSettings, build_model, load_tokenizer
 from assistant.t5_adapters import LoraSettings, attach_lora
-from finetune.train_t5 import TrainConfig, collate, filter_domains, main, tokenize_examples, train
+from finetune.t5_data import TrainConfig, collate, filter_domains, tokenize_examples
+from finetune.train_t5 import main, train
 from tests.conftest import T5_TOKENIZER
 
 torch.set_num_threads(1)
