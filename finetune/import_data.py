@@ -1,7 +1,7 @@
 """``assistant-import``: convert support logs and FAQ spreadsheets into the canonical JSONL formats.
 
 Subcommands ``faq-csv``, ``twitter`` and ``chatwoot`` (see ``assistant/importers.py`` for what each
-reads). Dialogs have personal data scrubbed by default (``assistant/scrub.py``); ``--no-scrub-pii``
+reads), and ``dialogs`` for logs already in the canonical format (validated, then scrubbed). Dialogs have personal data scrubbed by default (``assistant/scrub.py``); ``--no-scrub-pii``
 keeps the text as it is. What was not imported is printed by reason. This module only parses flags
 and writes files.
 """
@@ -12,10 +12,10 @@ import argparse
 import sys
 
 from assistant.config import add_dataclass_arguments, dataclass_from_args
-from assistant.data import dialog_to_json, faq_entry_to_json, write_jsonl
+from assistant.data import dialog_to_json, faq_entry_to_json, read_dialogs, write_jsonl
 from assistant.errors import AssistantError
-from assistant.importers import import_chatwoot, import_faq_csv, import_twitter_csv
-from assistant.scrub import ScrubConfig, Scrubber
+from assistant.importers import ImportReport, import_chatwoot, import_faq_csv, import_twitter_csv
+from assistant.scrub import Scrubber, ScrubConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,12 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
     cw = sub.add_parser("chatwoot", help="Chatwoot message exports (JSON/JSONL) → dialogs JSONL")
     cw.add_argument("input", nargs="+", help="one or more exported files")
 
+    canon = sub.add_parser("dialogs", help="canonical dialogs JSONL → validated, personal data scrubbed")
+    canon.add_argument("input", help="a dialogs JSONL file in the canonical format (docs/data.md)")
+
     for p in (tw, cw):
         p.add_argument("--min-turns", type=int, default=2, help="skip dialogs shorter than this (default: 2)")
+    for p in (tw, cw, canon):
         p.add_argument("--scrub-pii", action=argparse.BooleanOptionalAction, default=True,
                        help="replace e-mails, phones, cards, IBANs, URLs, IPs with placeholders (default: on)")
         add_dataclass_arguments(p, ScrubConfig, prefix="scrub-")
-    for p in (faq, tw, cw):
+    for p in (faq, tw, cw, canon):
         p.add_argument("--out", required=True, help="the JSONL file to write")
     return parser
 
@@ -59,8 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             if args.source == "twitter":
                 dialogs, report = import_twitter_csv(args.input, company=args.company, min_turns=args.min_turns)
-            else:
+            elif args.source == "chatwoot":
                 dialogs, report = import_chatwoot(args.input, min_turns=args.min_turns)
+            else:
+                dialogs = read_dialogs(args.input)
+                report = ImportReport(imported=len(dialogs))
             if args.scrub_pii:
                 dialogs = Scrubber(dataclass_from_args(ScrubConfig, args, prefix="scrub-")).scrub_dialogs(dialogs)
             write_jsonl(args.out, [dialog_to_json(d) for d in dialogs])

@@ -102,6 +102,18 @@ def test_cli_scrubs_by_default_and_output_reads_back(twcs, tmp_path, capsys):
     assert read_faq(faq_out)[0].answer == "A1."
 
 
+def test_cli_scrubs_canonical_dialogs(tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"id": "d1", "turns": [{"role": "customer", "text": "card 4111 1111 1111 1111"},
+                                                       {"role": "agent", "text": "Thanks"}]}) + "\n")
+    out = tmp_path / "out.jsonl"
+    assert main(["dialogs", str(source), "--out", str(out)]) == 0
+    assert read_dialogs(out)[0].turns[0].text == "card <CARD>"
+    source.write_text('{"id": "d1", "turns": []}\n')
+    assert main(["dialogs", str(source), "--out", str(out)]) == 2
+    assert read_dialogs(out)[0].turns[0].text == "card <CARD>"  # the earlier output is left whole
+
+
 def test_cli_reports_bad_input(tmp_path, capsys):
     assert main(["chatwoot", str(tmp_path / "absent.json"), "--out", str(tmp_path / "o.jsonl")]) == 2
     assert "error:" in capsys.readouterr().err
