@@ -1,0 +1,562 @@
+"""Train the LSTM seq2seq reply model on dialog JSONL files and write a model directory.
+
+    python -m finetune.train_lstm --train data/dialogs/train.jsonl --valid data/dialogs/valid.jsonl \\
+        --output-dir models/lstm [--epochs 10] [--max-minutes 40] [--threads 1] [--resume]
+    python -m finetune.train_lstm --preset demo        # the shipped demo data, ~2-3 minutes on 2 cores
+
+Steps: read dialogs → (context, agent reply) examples → train a SentencePiece tokenizer on the training
+turns → AdamW with linear warmup then linear decay → per epoch: length-bucketed shuffled batches,
+gradient clipping, validation loss and perplexity, the best model saved as a checkpoint
+(``assistant/checkpoint.py``), the full training state saved for ``--resume``, early stopping on
+validation loss. A time budget (``--max-minutes``, the whole run's, resumes included) stops cleanly
+mid-epoch, keeping the best checkpoint. Target tokens/s is logged and written to the manifest.
+
+Learning-rate schedule: linear warmup over ``--warmup-steps``, then linear decay to
+``--final-lr-ratio`` × ``--lr``, where decay progress is the larger of the fraction of planned steps
+(epochs × batches) done and the fraction of the time budget used. On a machine shared with other jobs
+the throughput is unknown in advance; this way the rate has decayed when the budget runs out, however
+many epochs that allowed. Without a time budget the schedule depends on the step alone, and
+``--resume`` continues it exactly. (ReduceLROnPlateau was the alternative; with a handful of epochs it
+gets too few validation signals to act on.) This module does not evaluate replies
+(``finetune/evaluate.py`` does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from tqdm import tqdm
+
+from assistant.checkpoint import file_sha256, save_checkpoint
+from assistant.config import add_dataclass_arguments, dataclass_from_args, require
+from assistant.data import Example, build_examples, format_context, read_dialogs
+from assistant.decoding import DecodingConfig
+from assistant.errors import AssistantError, ConfigError
+from assistant.generator import MANIFEST
+from assistant.lstm_generator import pad_batch, source_ids
+from assistant.seq2seq import Seq2SeqConfig, Seq2SeqModel
+from assistant.tokenizer import TOKENIZER_FILE, Tokenizer, TokenizerConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+STATE_FILE = "last-state.pt"
+LOG_FILE = "train-log.jsonl"
+
+#: ``--preset`` name → changed defaults (explicit flags still win).
+PRESETS: dict[str, dict[str, Any]] = {
+    "demo": {  # the shipped demo data: a small model, done in ~2-3 minutes on 2 cores
+        "train": str(ROOT / "data" / "dialogs" / "train.jsonl"),
+        "valid": str(ROOT / "data" / "dialogs" / "valid.jsonl"),
+        "output_dir": str(ROOT / "models" / "lstm-demo"),
+        "vocab_size": 1000, "emb_size": 128, "hidden_size": 256, "dropout": 0.2,
+        "max_source_len": 96, "max_target_len": 64, "decode_max_len": 64,
+        "batch_size": 16, "lr": 3e-3, "epochs": 10, "patience": 3, "warmup_steps": 30, "max_minutes": 3.0,
+    },
+    "star": {  # STAR (45.8k agent turns, templated replies) in 40 minutes on one shared CPU thread
+        "vocab_size": 4000, "emb_size": 256, "hidden_size": 384, "dropout": 0.1,
+        "max_context_turns": 3, "max_source_len": 64, "max_target_len": 48,
+        "batch_size": 64, "lr": 2e-3, "epochs": 8, "patience": 2, "warmup_steps": 200, "max_minutes": 40.0,
+        "decode_beam_size": 4, "decode_length_penalty": 1.0, "decode_no_repeat_ngram_size": 3,
+    },
+}
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and run settings of the LSTM trainer."""
+
+    epochs: int = field(default=10, metadata={"help": "passes over the training examples (upper bound)"})
+    max_minutes: float = field(
+        default=0.0, metadata={"help": "wall-clock budget of the whole run in minutes (resumes included); stops "
+                                       "cleanly, keeping the best model; the LR decay follows it; 0 = none"})
+    batch_size: int = field(default=64, metadata={"help": "examples per batch"})
+    lr: float = field(default=1e-3, metadata={"help": "peak Adam learning rate"})
+    warmup_steps: int = field(default=200, metadata={"help": "steps of linear learning-rate warmup"})
+    final_lr_ratio: float = field(
+        default=0.05, metadata={"help": "learning rate at the last planned step, as a fraction of --lr (linear decay)"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW decoupled weight decay"})
+    clip_norm: float = field(default=1.0, metadata={"help": "clip the global gradient norm to this"})
+    patience: int = field(
+        default=3, metadata={"help": "stop after this many epochs without a lower validation loss"})
+    bucket_pool: int = field(
+        default=100, metadata={"help": "batches per length-sorting pool (bigger = less padding, less randomness)"})
+    max_train_examples: int = field(
+        default=0, metadata={"help": "use only the first N training examples (quick runs); 0 = all"})
+    max_steps: int = field(
+        default=0, metadata={"help": "stop cleanly (resumable) once this many optimiser steps are done in total; "
+                                     "does not change the learning-rate schedule; 0 = no limit"})
+    seed: int = field(default=0, metadata={"help": "seed for torch, batching and the tokenizer sample"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (torch.set_num_threads); 0 = torch default"})
+    device: Literal["auto", "cpu", "cuda"] = field(
+        default="auto", metadata={"help": "'auto' uses CUDA when available"})
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "patience", "bucket_pool"):
+            require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_minutes", "warmup_steps", "weight_decay", "max_train_examples", "threads", "max_steps"):
+            require(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+        require(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        require(0.0 <= self.final_lr_ratio <= 1.0, f"final_lr_ratio must be in [0, 1], got {self.final_lr_ratio}")
+        require(self.clip_norm > 0, f"clip_norm must be > 0, got {self.clip_norm}")
+        require(self.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {self.device!r}")
+
+
+@dataclass
+class Batch:
+    """Tensors of one training batch: src ``(B, S)``, src_len ``(B,)``, tgt_in/tgt_out ``(B, T)``."""
+
+    src: torch.Tensor
+    src_len: torch.Tensor
+    tgt_in: torch.Tensor
+    tgt_out: torch.Tensor
+    n_tokens: int
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser: paths, ``--preset``, ``--resume`` and flags from the config dataclasses."""
+    parser = argparse.ArgumentParser(prog="assistant-train-lstm", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help="change defaults for a known setting (explicit flags still win)")
+    parser.add_argument("--train", type=Path, default=None, help="training dialogs (JSONL)")
+    parser.add_argument("--valid", type=Path, default=None, help="validation dialogs (JSONL)")
+    parser.add_argument("--output-dir", type=Path, default=None, help="model directory to write")
+    parser.add_argument("--resume", action="store_true",
+                        help=f"continue from {STATE_FILE} in --output-dir (same flags as the first run)")
+    add_dataclass_arguments(parser, TrainConfig)
+    add_dataclass_arguments(parser, TokenizerConfig)
+    add_dataclass_arguments(parser, Seq2SeqConfig)
+    add_dataclass_arguments(parser, DecodingConfig, prefix="decode-")
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Parse flags, applying ``--preset`` defaults first.
+
+    Raises:
+        ConfigError: a required path is missing.
+    """
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", choices=sorted(PRESETS), default=None)
+    known, _ = pre.parse_known_args(argv)
+    parser = build_parser()
+    if known.preset:
+        parser.set_defaults(**PRESETS[known.preset])
+    args = parser.parse_args(argv)
+    for name in ("train", "valid", "output_dir"):
+        if getattr(args, name) is None:
+            raise ConfigError(f"--{name.replace('_', '-')} is required (or use --preset demo)")
+    args.train, args.valid, args.output_dir = Path(args.train), Path(args.valid), Path(args.output_dir)
+    return args
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+def load_examples(path: Path, max_context_turns: int, limit: int = 0) -> list[Example]:
+    """Read dialogs and build (context → agent reply) examples; ``limit > 0`` keeps the first N."""
+    examples = build_examples(read_dialogs(path), max_context_turns)
+    return examples[:limit] if limit else examples
+
+
+def encode_examples(examples: list[Example], tokenizer: Tokenizer, config: Seq2SeqConfig
+                    ) -> list[tuple[list[int], list[int]]]:
+    """Token ids per example: source (left-truncated, eos) and target (truncated, eos appended)."""
+    sources = source_ids(tokenizer, [format_context(e.context) for e in examples], config.max_source_len)
+    targets = [ids[:config.max_target_len - 1] + [tokenizer.eos_id]
+               for ids in tokenizer.encode([e.target for e in examples])]
+    return list(zip(sources, targets, strict=True))
+
+
+def make_batches(pairs: list[tuple[list[int], list[int]]], batch_size: int, pool: int,
+                 rng: random.Random | None) -> list[list[int]]:
+    """Index batches bucketed by length.
+
+    With ``rng``: shuffle, sort each pool of ``pool * batch_size`` examples by (target, source) length,
+    cut into batches, shuffle the batches (the torchtext BucketIterator scheme). Without: sort
+    everything by length (validation).
+    """
+    order = list(range(len(pairs)))
+    # Target length first (the decoder and the softmax cost most per token), in steps of 2 tokens,
+    # then source length: about 87% of the padded compute is real tokens on STAR, against 55% for a
+    # source-first sort.
+    key = lambda i: (len(pairs[i][1]) // 2, len(pairs[i][0]))
+    if rng is None:
+        order.sort(key=key)
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    rng.shuffle(order)
+    batches = []
+    size = pool * batch_size
+    for start in range(0, len(order), size):
+        chunk = sorted(order[start:start + size], key=key)
+        batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(pairs: list[tuple[list[int], list[int]]], index: list[int], tokenizer: Tokenizer,
+            device: torch.device) -> Batch:
+    """Pad one batch; ``tgt_in`` is bos + target without its eos, ``tgt_out`` the target with eos."""
+    src, src_len = pad_batch([pairs[i][0] for i in index], tokenizer.pad_id, device)
+    tgt_in, _ = pad_batch([[tokenizer.bos_id] + pairs[i][1][:-1] for i in index], tokenizer.pad_id, device)
+    tgt_out, _ = pad_batch([pairs[i][1] for i in index], tokenizer.pad_id, device)
+    return Batch(src, src_len, tgt_in, tgt_out, sum(len(pairs[i][1]) for i in index))
+
+
+# ------------------------------------------------------------------------------------------ training
+
+@dataclass
+class Budget:
+    """The run's wall-clock budget, carried across ``--resume`` invocations.
+
+    Attributes:
+        limit_s: seconds allowed in total (``inf`` = no budget).
+        used_before_s: seconds used by earlier invocations of the same run.
+        started: ``time.monotonic()`` at this invocation's start.
+    """
+
+    limit_s: float
+    used_before_s: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+
+    def used(self) -> float:
+        """Seconds used so far, earlier invocations included."""
+        return self.used_before_s + time.monotonic() - self.started
+
+    def fraction(self) -> float:
+        """Share of the budget used, in [0, 1]; 0 without a budget."""
+        return min(1.0, self.used() / self.limit_s) if math.isfinite(self.limit_s) else 0.0
+
+    def exhausted(self) -> bool:
+        return self.used() >= self.limit_s
+
+
+def lr_factor(step: int, time_fraction: float, warmup_steps: int, total_steps: int, final_ratio: float) -> float:
+    """Multiplier of the peak rate: linear warmup, then linear decay to ``final_ratio``.
+
+    Decay progress is ``max(steps done / planned steps, time_fraction)`` (see the module docstring).
+    """
+    if warmup_steps and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, max((step - warmup_steps) / max(1, total_steps - warmup_steps), time_fraction))
+    return 1.0 - (1.0 - final_ratio) * progress
+
+
+def train_step(model: Seq2SeqModel, optimizer: torch.optim.Optimizer, batch: Batch, clip_norm: float,
+               lr: float) -> float:
+    """One optimiser step on a batch at learning rate ``lr``; returns the batch's mean token NLL (nats)."""
+    model.train()
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    logits = model(batch.src, batch.src_len, batch.tgt_in)  # (B, T, V)
+    loss = model.token_nll(logits, batch.tgt_out).sum() / batch.n_tokens
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+    optimizer.step()
+    return float(loss.detach())
+
+
+@torch.no_grad()
+def evaluate_loss(model: Seq2SeqModel, pairs: list[tuple[list[int], list[int]]], tokenizer: Tokenizer,
+                  batch_size: int, device: torch.device) -> float:
+    """Mean NLL per target token (nats, eos included) over ``pairs``; perplexity is its exp."""
+    model.eval()
+    total, count = 0.0, 0
+    for index in make_batches(pairs, batch_size, 1, None):
+        batch = collate(pairs, index, tokenizer, device)
+        total += float(model.token_nll(model(batch.src, batch.src_len, batch.tgt_in), batch.tgt_out).sum())
+        count += batch.n_tokens
+    return total / count
+
+
+def capture_rng() -> dict[str, Any]:
+    """Torch (and CUDA) random states, for an exact resume."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def configs_dict(configs: dict[str, Any]) -> dict[str, Any]:
+    return {name: dataclasses.asdict(value) for name, value in configs.items()}
+
+
+def check_resume_configs(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
+    """Refuse to resume with a different model or tokenizer than the saved run's.
+
+    Raises:
+        ConfigError: naming the differing fields.
+    """
+    for name in ("tokenizer", "seq2seq"):
+        diff = {k: (saved[name].get(k), v) for k, v in current[name].items() if saved[name].get(k) != v}
+        if diff:
+            raise ConfigError(f"{path}: cannot resume, {name} settings differ from the saved run "
+                              f"(field: (saved, now)) {diff}; pass the first run's flags")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU.
+
+    Raises:
+        ConfigError: ``cuda`` requested but not available.
+    """
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was requested but CUDA is not available (use --device auto or cpu)")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Train as configured by parsed ``args``; returns the training summary written to the manifest."""
+    start_time = time.monotonic()
+    train_cfg = dataclass_from_args(TrainConfig, args)
+    tok_cfg = dataclass_from_args(TokenizerConfig, args)
+    model_cfg = dataclass_from_args(Seq2SeqConfig, args)
+    decode_cfg = dataclass_from_args(DecodingConfig, args, prefix="decode-")
+    configs = {"train": train_cfg, "tokenizer": tok_cfg, "seq2seq": model_cfg, "decoding": decode_cfg}
+    budget = Budget(60 * train_cfg.max_minutes if train_cfg.max_minutes else math.inf, started=start_time)
+    if train_cfg.threads:
+        torch.set_num_threads(train_cfg.threads)
+    device = resolve_device(train_cfg.device)
+    random.seed(train_cfg.seed)
+    torch.manual_seed(train_cfg.seed)
+    out: Path = args.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    state_path = out / STATE_FILE
+
+    saved = load_train_state(state_path, configs) if args.resume else None
+    tokenizer = prepare_tokenizer(args.train, out, tok_cfg, train_cfg.seed, resume=args.resume)
+    train_pairs = encode_examples(load_examples(args.train, model_cfg.max_context_turns, train_cfg.max_train_examples),
+                                  tokenizer, model_cfg)
+    valid_pairs = encode_examples(load_examples(args.valid, model_cfg.max_context_turns), tokenizer, model_cfg)
+
+    model = Seq2SeqModel(model_cfg, tokenizer.vocab_size, tokenizer.pad_id).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    progress = {"epoch": 0, "next_batch": 0, "step": 0, "best_valid_loss": math.inf, "best_epoch": 0,
+                "bad_epochs": 0, "train_tokens": 0, "train_seconds": 0.0, "budget_used_s": 0.0,
+                "total_steps": math.ceil(len(train_pairs) / train_cfg.batch_size) * train_cfg.epochs,
+                "history": []}
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        progress.update({**saved["progress"], "total_steps": progress["total_steps"]})  # --epochs may grow
+        restore_rng(saved["rng"])
+        budget.used_before_s = progress["budget_used_s"]
+        if budget.exhausted():
+            raise ConfigError(f"--resume: the run already used {budget.used_before_s / 60:.1f} of its "
+                              f"--max-minutes {train_cfg.max_minutes:g}; raise --max-minutes to continue")
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"train examples {len(train_pairs)}, valid {len(valid_pairs)}, vocab {tokenizer.vocab_size}, "
+          f"params {n_params / 1e6:.2f}M, device {device}, threads {torch.get_num_threads()}", flush=True)
+
+    data_info = [{"role": role, "path": str(path.resolve()), "sha256": file_sha256(path), "examples": n}
+                 for role, path, n in (("train", args.train, len(train_pairs)),
+                                       ("valid", args.valid, len(valid_pairs)))]
+    stop_reason = "epochs"
+    while progress["epoch"] < train_cfg.epochs:
+        epoch = progress["epoch"]
+        batches = make_batches(train_pairs, train_cfg.batch_size, train_cfg.bucket_pool,
+                               random.Random(train_cfg.seed * 100_003 + epoch))
+        finished_epoch = run_epoch(model, optimizer, train_pairs, batches, tokenizer, device,
+                                   train_cfg, progress, budget)
+        valid_loss = evaluate_loss(model, valid_pairs, tokenizer, train_cfg.batch_size, device)
+        record = {"epoch": epoch + 1 if finished_epoch else epoch + progress["next_batch"] / len(batches),
+                  "step": progress["step"], "train_loss": progress.pop("epoch_loss"),
+                  "valid_loss": valid_loss, "valid_ppl": math.exp(valid_loss),
+                  "lr": optimizer.param_groups[0]["lr"],
+                  "target_tokens_per_s": progress["train_tokens"] / max(progress["train_seconds"], 1e-9),
+                  "elapsed_s": time.monotonic() - start_time}
+        improved = update_progress(progress, record, finished_epoch)
+        if improved:
+            save_checkpoint(out, model, tokenizer, tok_cfg, decode_cfg, data=data_info,
+                            training=training_summary(progress, train_cfg, device, n_params, start_time))
+        progress["budget_used_s"] = budget.used()
+        save_train_state(state_path, model, optimizer, progress, configs)
+        log_epoch(out, record, improved)
+        if not finished_epoch:
+            stop_reason = "max steps" if train_cfg.max_steps and progress["step"] >= train_cfg.max_steps \
+                else "time budget"
+            break
+        if progress["epoch"] >= train_cfg.epochs:
+            break
+        if progress["bad_epochs"] >= train_cfg.patience:
+            stop_reason = "early stopping"
+            break
+        if budget.exhausted():
+            stop_reason = "time budget"
+            break
+    summary = {**training_summary(progress, train_cfg, device, n_params, start_time), "stop_reason": stop_reason}
+    finalize_manifest(out, summary)
+    print(f"stopped ({stop_reason}); best valid loss {progress['best_valid_loss']:.3f} "
+          f"(ppl {math.exp(progress['best_valid_loss']):.2f}) at epoch {progress['best_epoch']}; "
+          f"model in {out}", flush=True)
+    return summary
+
+
+def load_train_state(path: Path, configs: dict[str, Any]) -> dict[str, Any]:
+    """Read ``last-state.pt`` for ``--resume`` and check it was written with the same model settings.
+
+    Raises:
+        ConfigError: no state file, or different tokenizer/model settings.
+    """
+    if not path.is_file():
+        raise ConfigError(f"--resume: {path} does not exist (nothing to resume)")
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    check_resume_configs(saved["configs"], configs_dict(configs), path)
+    return saved
+
+
+def prepare_tokenizer(train_path: Path, out: Path, config: TokenizerConfig, seed: int, resume: bool) -> Tokenizer:
+    """Train the tokenizer on every turn of the training dialogs and save it to ``out`` (a new run), or
+    load the run's saved one (``resume``). A new run also clears the old epoch log."""
+    if resume:
+        return Tokenizer.load(out / TOKENIZER_FILE)
+    (out / LOG_FILE).unlink(missing_ok=True)
+    tokenizer = Tokenizer.train([t.text for d in read_dialogs(train_path) for t in d.turns], config, seed=seed)
+    tokenizer.save(out / TOKENIZER_FILE)
+    return tokenizer
+
+
+def update_progress(progress: dict[str, Any], record: dict[str, Any], finished_epoch: bool) -> bool:
+    """Add an epoch's record; track the best validation loss and epochs without improvement.
+
+    Returns:
+        whether this validation loss is the best so far (the model is then saved).
+    """
+    progress["history"].append(record)
+    improved = record["valid_loss"] < progress["best_valid_loss"]
+    if improved:
+        progress.update(best_valid_loss=record["valid_loss"], best_epoch=record["epoch"], bad_epochs=0)
+    else:
+        progress["bad_epochs"] += 1
+    if finished_epoch:
+        progress.update(epoch=progress["epoch"] + 1, next_batch=0)
+    return improved
+
+
+def log_epoch(out: Path, record: dict[str, Any], improved: bool) -> None:
+    """Append the epoch's record to ``train-log.jsonl`` and print a one-line summary."""
+    with (out / LOG_FILE).open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+    print(f"epoch {record['epoch']:.2f}: train loss {record['train_loss']:.3f}, "
+          f"valid loss {record['valid_loss']:.3f}, valid ppl {record['valid_ppl']:.2f}, lr {record['lr']:.2e}, "
+          f"{record['target_tokens_per_s']:.0f} target tokens/s, {record['elapsed_s'] / 60:.1f} min"
+          f"{' (best, saved)' if improved else ''}", flush=True)
+
+
+def run_epoch(model: Seq2SeqModel, optimizer: torch.optim.Optimizer,
+              pairs: list[tuple[list[int], list[int]]], batches: list[list[int]], tokenizer: Tokenizer,
+              device: torch.device, cfg: TrainConfig, progress: dict[str, Any], budget: Budget) -> bool:
+    """Train from ``progress['next_batch']`` to the end of the epoch, the time budget or ``max_steps``.
+
+    Updates ``progress`` (step, next_batch, token and time counters, ``epoch_loss``). Returns whether
+    the epoch was completed.
+    """
+    bar = tqdm(total=len(batches), initial=progress["next_batch"], desc=f"epoch {progress['epoch'] + 1}",
+               unit="batch", file=sys.stderr, dynamic_ncols=True,
+               mininterval=1.0 if sys.stderr.isatty() else 60.0)
+    loss_sum, tokens = 0.0, 0
+    completed = True
+    for position in range(progress["next_batch"], len(batches)):
+        if budget.exhausted() or (cfg.max_steps and progress["step"] >= cfg.max_steps):
+            completed = False
+            break
+        batch = collate(pairs, batches[position], tokenizer, device)
+        started = time.monotonic()
+        lr = cfg.lr * lr_factor(progress["step"], budget.fraction(), cfg.warmup_steps, progress["total_steps"],
+                                cfg.final_lr_ratio)
+        loss = train_step(model, optimizer, batch, cfg.clip_norm, lr)
+        progress["train_seconds"] += time.monotonic() - started
+        progress["train_tokens"] += batch.n_tokens
+        progress["step"] += 1
+        progress["next_batch"] = position + 1
+        loss_sum += loss * batch.n_tokens
+        tokens += batch.n_tokens
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_sum / tokens:.3f}",
+                        tok_s=f"{progress['train_tokens'] / max(progress['train_seconds'], 1e-9):.0f}",
+                        refresh=False)
+    bar.close()
+    progress["epoch_loss"] = loss_sum / tokens if tokens else math.nan
+    return completed
+
+
+def training_summary(progress: dict[str, Any], cfg: TrainConfig, device: torch.device, n_params: int,
+                     start_time: float) -> dict[str, Any]:
+    """The training figures stored in the manifest.
+
+    ``target_tokens_per_s`` counts real (non-pad) target tokens, eos included, over the time of the
+    training steps (forward, backward, optimiser), excluding batch building, validation and saving.
+    """
+    return {
+        "epochs_completed": progress["epoch"], "steps": progress["step"],
+        "best_epoch": progress["best_epoch"], "best_valid_loss": progress["best_valid_loss"],
+        "best_valid_ppl": math.exp(progress["best_valid_loss"]) if math.isfinite(progress["best_valid_loss"]) else None,
+        "target_tokens_per_s": progress["train_tokens"] / max(progress["train_seconds"], 1e-9),
+        "train_target_tokens": progress["train_tokens"], "train_compute_s": progress["train_seconds"],
+        "wall_s": time.monotonic() - start_time, "parameters": n_params,
+        "device": str(device), "threads": torch.get_num_threads(), "train_config": dataclasses.asdict(cfg),
+        "history": list(progress["history"]),
+    }
+
+
+def finalize_manifest(out: Path, summary: dict[str, Any]) -> None:
+    """Record the whole run (all epochs, stop reason) in the best checkpoint's manifest.
+
+    The best checkpoint's manifest was written when it was saved; this adds the later epochs'
+    history under ``training.run``, keeping the figures of the saved model itself unchanged.
+    """
+    path = out / MANIFEST
+    if not path.is_file():
+        return
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    manifest["training"]["run"] = {k: summary[k] for k in
+                                   ("epochs_completed", "steps", "stop_reason", "wall_s", "history",
+                                    "target_tokens_per_s")}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    tmp.replace(path)
+
+
+def save_train_state(path: Path, model: Seq2SeqModel, optimizer: torch.optim.Optimizer,
+                     progress: dict[str, Any], configs: dict[str, Any]) -> None:
+    """Write everything ``--resume`` needs (model, optimizer, progress incl. step and budget used, RNG,
+    configs); the learning rate is a function of the step and budget, so no scheduler state is needed."""
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "progress": progress, "rng": capture_rng(),
+             "configs": configs_dict(configs)}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``assistant-train-lstm`` / ``python -m finetune.train_lstm``."""
+    try:
+        run(parse_args(argv))
+    except AssistantError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
