@@ -2,7 +2,7 @@
 
 Layout of a directory written by :func:`save_checkpoint`::
 
-    model.safetensors   weights (``model.pt``, a plain state_dict, where safetensors is not installed)
+    model.safetensors   weights (safetensors; tied embeddings stored once)
     config.json         {"seq2seq": Seq2SeqConfig, "tokenizer": TokenizerConfig, "decoding": DecodingConfig,
                          "vocab_size": int, "pad_id": int}
     tokenizer.model     the SentencePiece model
@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import sentencepiece
 import torch
 
@@ -38,16 +39,10 @@ from assistant.generator import MANIFEST
 from assistant.seq2seq import Seq2SeqConfig, Seq2SeqModel
 from assistant.tokenizer import TOKENIZER_FILE, Tokenizer, TokenizerConfig
 
-try:  # safetensors ships with transformers; a plain state_dict is the fallback
-    import safetensors.torch as _safetensors
-except ImportError:  # pragma: no cover - depends on the environment
-    _safetensors = None
-
 KIND = "lstm"
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "model.safetensors"
-TORCH_FILE = "model.pt"
 
 
 @dataclass
@@ -111,25 +106,18 @@ def save_checkpoint(directory: str | Path, model: Seq2SeqModel, tokenizer: Token
                "decoding": dataclasses.asdict(decoding_config), "vocab_size": model.vocab_size,
                "pad_id": model.pad_id}
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    if _safetensors is not None:
-        weights_file = SAFETENSORS_FILE
-        tmp = directory / (weights_file + ".tmp")
-        cpu_model = Seq2SeqModel(model.config, model.vocab_size, model.pad_id)
-        cpu_model.load_state_dict(state)
-        _safetensors.save_model(cpu_model, str(tmp))
-        os.replace(tmp, directory / weights_file)
-    else:  # pragma: no cover - depends on the environment
-        weights_file = TORCH_FILE
-        tmp = directory / (weights_file + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, directory / weights_file)
+    tmp = directory / (SAFETENSORS_FILE + ".tmp")
+    cpu_model = Seq2SeqModel(model.config, model.vocab_size, model.pad_id)
+    cpu_model.load_state_dict(state)
+    safetensors.torch.save_model(cpu_model, str(tmp))  # save_model stores tied weights once
+    os.replace(tmp, directory / SAFETENSORS_FILE)
     _write_atomic(directory / CONFIG_FILE, json.dumps(configs, indent=2).encode("utf-8"))
     tokenizer.save(directory / (TOKENIZER_FILE + ".tmp"))
     os.replace(directory / (TOKENIZER_FILE + ".tmp"), directory / TOKENIZER_FILE)
     manifest = {
         "kind": KIND,
         "format_version": FORMAT_VERSION,
-        "files": {name: file_sha256(directory / name) for name in (weights_file, CONFIG_FILE, TOKENIZER_FILE)},
+        "files": {name: file_sha256(directory / name) for name in (SAFETENSORS_FILE, CONFIG_FILE, TOKENIZER_FILE)},
         "configs": configs,
         "data": data or [],
         "training": training or {},
@@ -162,10 +150,9 @@ def read_lstm_manifest(directory: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: format_version {manifest.get('format_version')!r} is not supported "
                               f"(this code reads format_version {FORMAT_VERSION})")
     files = manifest.get("files")
-    if not isinstance(files, dict) or CONFIG_FILE not in files or TOKENIZER_FILE not in files or not (
-            SAFETENSORS_FILE in files or TORCH_FILE in files):
-        raise CheckpointError(f"{path}: 'files' must list {CONFIG_FILE}, {TOKENIZER_FILE} and a weights file "
-                              f"({SAFETENSORS_FILE} or {TORCH_FILE}), got {files!r}")
+    if not isinstance(files, dict) or not {CONFIG_FILE, TOKENIZER_FILE, SAFETENSORS_FILE} <= set(files):
+        raise CheckpointError(f"{path}: 'files' must list {CONFIG_FILE}, {TOKENIZER_FILE} and {SAFETENSORS_FILE}, "
+                              f"got {files!r}")
     for name, expected in files.items():
         file = directory / name
         if not file.is_file():
@@ -179,14 +166,8 @@ def read_lstm_manifest(directory: str | Path) -> dict[str, Any]:
 
 def _read_state(path: Path, device: str) -> dict[str, torch.Tensor]:
     try:
-        if path.name == SAFETENSORS_FILE:
-            if _safetensors is None:  # pragma: no cover - depends on the environment
-                raise CheckpointError(f"{path}: reading it needs the 'safetensors' package")
-            return _safetensors.load_file(str(path), device=device)
-        return torch.load(path, map_location=device, weights_only=True)
-    except CheckpointError:
-        raise
-    except Exception as e:  # safetensors and torch raise several unrelated types on a corrupt file
+        return safetensors.torch.load_file(str(path), device=device)
+    except Exception as e:  # safetensors raises several unrelated types on a corrupt file
         raise CheckpointError(f"{path}: cannot read the weights ({type(e).__name__}: {e})") from e
 
 
@@ -222,11 +203,10 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
     if tokenizer.vocab_size != vocab_size:
         raise CheckpointError(f"{directory}: tokenizer.model has {tokenizer.vocab_size} pieces but config.json "
                               f"says vocab_size={vocab_size}")
-    weights_name = SAFETENSORS_FILE if SAFETENSORS_FILE in manifest["files"] else TORCH_FILE
-    state = _read_state(directory / weights_name, "cpu")
+    state = _read_state(directory / SAFETENSORS_FILE, "cpu")
     for key, tensor in state.items():
         if key.endswith("embedding.weight") and tensor.shape[0] != tokenizer.vocab_size:
-            raise CheckpointError(f"{directory / weights_name}: {key} has {tensor.shape[0]} rows but the "
+            raise CheckpointError(f"{directory / SAFETENSORS_FILE}: {key} has {tensor.shape[0]} rows but the "
                                   f"tokenizer has {tokenizer.vocab_size} pieces (vocabulary size mismatch)")
     model = Seq2SeqModel(model_config, vocab_size, pad_id)
     expected = model.state_dict()
@@ -236,11 +216,11 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
         state.setdefault("encoder.embedding.weight", state["decoder.embedding.weight"])
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:
-        raise CheckpointError(f"{directory / weights_name}: weights do not fit the configured model "
+        raise CheckpointError(f"{directory / SAFETENSORS_FILE}: weights do not fit the configured model "
                               f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
     for key, tensor in state.items():
         if tensor.shape != expected[key].shape:
-            raise CheckpointError(f"{directory / weights_name}: {key} has shape {tuple(tensor.shape)}, the config "
+            raise CheckpointError(f"{directory / SAFETENSORS_FILE}: {key} has shape {tuple(tensor.shape)}, the config "
                                   f"gives {tuple(expected[key].shape)}")
     model.load_state_dict(state)
     model.to(device).eval()
