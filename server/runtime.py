@@ -32,7 +32,10 @@ class ReplyPipeline(Protocol):
 
 
 def load_pipeline(
-    model_dir: str | Path | None, index_dir: str | Path | None, config: Any = None
+    model_dir: str | Path | None,
+    index_dir: str | Path | None,
+    config: Any = None,
+    generator_options: dict[str, Any] | None = None,
 ) -> ReplyPipeline:
     """Load the FAQ index and the reply model named by the settings into an ``assistant`` Pipeline.
 
@@ -40,6 +43,7 @@ def load_pipeline(
         model_dir: a model directory with ``assistant.json`` (any kind), or ``None``.
         index_dir: an FAQ index directory written by ``assistant-build-index``, or ``None``.
         config: an ``assistant.pipeline.PipelineConfig`` (defaults if ``None``).
+        generator_options: keyword options for the model's loader (e.g. ``beam_size``, ``adapter``).
 
     Raises:
         ConfigError: neither is given.
@@ -56,7 +60,7 @@ def load_pipeline(
             "ASSISTANT_INDEX_DIR (or ASSISTANT_ENV=development with ASSISTANT_DEMO=1)"
         )
     index = FaqIndex.load(index_dir) if index_dir else None
-    generator = load_generator(model_dir) if model_dir else None
+    generator = load_generator(model_dir, **(generator_options or {})) if model_dir else None
     log.info("loaded FAQ index %s and reply model %s", index_dir or "-", model_dir or "-")
     return Pipeline(index, generator, config)
 
@@ -107,7 +111,12 @@ class Runtime:
                 import torch
 
                 torch.set_num_threads(settings.torch_threads)
-            self.pipeline = load_pipeline(model_dir or None, index_dir or None, settings.pipeline_config())
+            self.pipeline = load_pipeline(
+                model_dir or None,
+                index_dir or None,
+                settings.pipeline_config(),
+                settings.generator_loader_options(),
+            )
             self.model_info = {"model_dir": model_dir or None, "index_dir": index_dir or None}
         app.extensions["assistant"] = self
 

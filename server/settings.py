@@ -80,6 +80,14 @@ class Settings:
             '\'{"generator_min_confidence": 0.4, "fallback_text": "..."}\'. Empty = its defaults.'
         ),
     )
+    generator_options: str = field(
+        default="",
+        metadata=_help(
+            "Options for loading the reply model, as a JSON object passed to its loader, e.g. "
+            '\'{"beam_size": 4, "length_penalty": 1.0}\' (lstm, t5) or \'{"adapter": "bank"}\' (t5). '
+            "Empty = the model directory's saved defaults."
+        ),
+    )
     demo: bool = field(
         default=True,
         metadata=_help(
@@ -209,6 +217,18 @@ class Settings:
             _check(
                 isinstance(parsed, dict), "pipeline", self.pipeline, "a JSON object of PipelineConfig fields"
             )
+        if self.generator_options:
+            try:
+                options = json.loads(self.generator_options)
+            except json.JSONDecodeError as e:
+                raise ConfigError(
+                    f"setting {_display_name('generator_options')} is not valid JSON ({e.msg} at column "
+                    f"{e.colno}); expected an object of reply-model loader options"
+                ) from e
+            _check(
+                isinstance(options, dict), "generator_options", self.generator_options,
+                "a JSON object of reply-model loader options",
+            )
         for origin in self.allowed_origins:
             _check(
                 origin == "*" or bool(re.fullmatch(r"https?://[^/\s]+", origin)),
@@ -290,6 +310,10 @@ class Settings:
             if str(e).startswith(where):
                 raise
             raise ConfigError(f"{where}: {e}") from e
+
+    def generator_loader_options(self) -> dict[str, Any]:
+        """The ``generator_options`` setting as keyword arguments for ``load_generator`` (empty if unset)."""
+        return json.loads(self.generator_options) if self.generator_options else {}
 
     @property
     def redacted(self) -> dict[str, Any]:

@@ -116,6 +116,25 @@ def test_pipeline_setting_reaches_the_loaded_pipeline(make_app, index_dir):
     assert client.get("/readyz").json["checks"]["model"]["index_dir"] == str(index_dir)
 
 
+@pytest.fixture(scope="module")
+def baseline_dir(tmp_path_factory, demo_data):
+    from finetune.build_baseline import main as build_baseline
+
+    out = tmp_path_factory.mktemp("baseline") / "model"
+    assert build_baseline(["--train", str(demo_data / "dialogs" / "train.jsonl"), "--out", str(out)]) == 0
+    return out
+
+
+def test_generator_options_reach_the_model_loader(make_app, baseline_dir):
+    from assistant.errors import ConfigError
+
+    app = make_app(use_pipeline=None, model_dir=str(baseline_dir), generator_options='{"top_k": 1}')
+    generator = app.extensions["assistant"].pipeline.generator
+    assert generator.config.top_k == 1  # the saved default is 10
+    with pytest.raises(ConfigError, match=r"does not accept option\(s\) \['beam_size'\]"):
+        make_app(use_pipeline=None, model_dir=str(baseline_dir), generator_options='{"beam_size": 4}')
+
+
 def test_index_rebuild_adds_a_new_entry(tmp_path, index_dir, capsys, demo_data):
     from assistant.retrieval import FaqIndex
 

@@ -116,6 +116,8 @@ def test_no_endpoint_answers_200_after_a_failure_of_the_model(app, client, echo_
         ({"ASSISTANT_HISTORY_MAX_TURNS": "many"}, "ASSISTANT_HISTORY_MAX_TURNS = 'many' is not an integer"),
         ({"ASSISTANT_HISTORY_MAX_TURNS": "1"}, "history_max_turns (ASSISTANT_HISTORY_MAX_TURNS) = 1"),
         ({"ASSISTANT_TORCH_THREADS": "-1"}, "torch_threads (ASSISTANT_TORCH_THREADS) = -1"),
+        ({"ASSISTANT_GENERATOR_OPTIONS": "{beam"}, "ASSISTANT_GENERATOR_OPTIONS) is not valid JSON"),
+        ({"ASSISTANT_GENERATOR_OPTIONS": "[4]"}, "a JSON object of reply-model loader options"),
         ({"ASSISTANT_DEMO": "perhaps"}, "ASSISTANT_DEMO = 'perhaps' is not a boolean"),
         ({"ASSISTANT_REDIS_SOCKET_TIMEOUT": "0"}, "expected a number of seconds > 0"),
         ({"REDIS_URL": "http://localhost:6379"}, "redis_url (REDIS_URL)"),
