@@ -149,6 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     if index.calibration is None:
         print("note: no --queries, so the index is uncalibrated; the reply pipeline needs a calibrated index",
               file=sys.stderr)
+    elif index.calibration["report"].get("n_out_of_scope", 0) == 0:
+        print("warning: the calibration queries have no out-of-scope examples (faq_id null), so the threshold "
+              "only separates right from wrong top-1 hits and off-topic messages can still get an FAQ answer "
+              "(measured: 5.4% of STAR customer turns answered from StackFAQ). Add queries your FAQ should "
+              "not answer.", file=sys.stderr)
     return 0
 
 

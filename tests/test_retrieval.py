@@ -185,6 +185,18 @@ def test_build_index_cli_build_rebuild_and_error(faq_file: Path, tmp_path: Path,
     assert err.startswith("error: ") and "faq.jsonl:7: field 'examples' must be a list of strings" in err
 
 
+def test_build_index_warns_when_calibration_has_no_out_of_scope_queries(faq_file: Path, tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture) -> None:
+    args = ["--faq", str(faq_file), "--method", "bm25"]
+    with_oos = write_jsonl(tmp_path / "q.jsonl", [{"text": t, "faq_id": f} for t, f in QUERIES])
+    assert any(f is None for _, f in QUERIES)
+    assert build_index.main([*args, "--queries", str(with_oos), "--out", str(tmp_path / "a")]) == 0
+    assert "warning" not in capsys.readouterr().err
+    in_scope_only = write_jsonl(tmp_path / "q2.jsonl", [{"text": t, "faq_id": f} for t, f in QUERIES if f])
+    assert build_index.main([*args, "--queries", str(in_scope_only), "--out", str(tmp_path / "b")]) == 0
+    assert "no out-of-scope examples" in capsys.readouterr().err
+
+
 def test_derive_refuses_build_time_changes(bm25_index: FaqIndex) -> None:
     with pytest.raises(RetrievalError, match="derive\\(\\) can change only"):
         bm25_index.derive(include_answers=True)
