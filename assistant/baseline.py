@@ -16,7 +16,7 @@ hides the "no term matches" case.
 
 The reply is chosen by a score-weighted vote of the ``top_k`` nearest documents: identical reply texts
 pool their BM25 scores and the reply with the largest pooled score wins; ties go to the reply of the
-better-ranked document. Measured on STAR valid (2,659 agent turns, see ``docs/results-eval.md``):
+better-ranked document. Measured on STAR valid (2,659 agent turns, see ``docs/results/eval.md``):
 3 turns / weight 2 / top-10 vote gives token F1 0.543 and BLEU 43.9, against 0.487 / 38.7 for the plain
 nearest neighbour of the same key (``top_k = 1``).
 

@@ -56,7 +56,7 @@ class RetrieverConfig:
     dense_weight: float = field(default=0.8, metadata={
         "help": "hybrid: weight of the dense retriever in [0, 1]; BM25 gets 1 - dense_weight. 0.8 has the best "
                 "worst-case hit@1 over the calibration halves of clinc150, stackfaq and banking77 "
-                "(docs/results-retrieval.md); assistant-build-index --queries tunes it per FAQ"})
+                "(docs/results/retrieval.md); assistant-build-index --queries tunes it per FAQ"})
     rrf_k: int = field(default=60, metadata={"help": "rrf: the rank offset k in 1 / (k + rank) (Cormack et al. use 60)"})
     bm25_k1: float = field(default=1.5, metadata={"help": "BM25 term-frequency saturation k1"})
     bm25_b: float = field(default=0.75, metadata={"help": "BM25 length normalisation b in [0, 1]"})
