@@ -43,10 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import hashlib
-import importlib.metadata
 import json
-import platform
 import shutil
 import threading
 from collections import Counter
@@ -59,6 +56,7 @@ import bm25s
 import numpy as np
 import Stemmer
 
+from assistant.artifacts import file_sha256, library_versions, verify_files
 from assistant.config import dataclass_from_dict, require
 from assistant.data import Dialog, Example, Turn, build_examples
 from assistant.errors import AssistantError, CheckpointError, ConfigError, ModelError
@@ -131,20 +129,6 @@ def _tokenize(texts: Sequence[str], stemmer: Stemmer.Stemmer) -> list[list[str]]
     """bm25s tokenization: lowercase, words of 2+ word characters, English stopwords out, Snowball stems."""
     return bm25s.tokenize(list(texts), stopwords=STOPWORDS, stemmer=stemmer, return_ids=False,
                           show_progress=False)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of Python and of the libraries whose behaviour the index depends on."""
-    return {"python": platform.python_version(), "bm25s": importlib.metadata.version("bm25s"),
-            "PyStemmer": importlib.metadata.version("PyStemmer"), "numpy": np.__version__}
 
 
 class RetrievalBaseline(Generator):
@@ -265,11 +249,11 @@ class RetrievalBaseline(Generator):
             "kind": KIND,
             "format_version": FORMAT_VERSION,
             "config": dataclasses.asdict(self.config),
-            "files": {name: _sha256(directory / name) for name in names},
+            "files": {name: file_sha256(directory / name) for name in names},
             "data": self.data,
             "documents": len(self.replies),
             "default_reply": self.default_reply,
-            "versions": library_versions(),
+            "versions": library_versions("bm25s", "PyStemmer", "numpy"),
             "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         }
         (directory / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n",
@@ -307,14 +291,7 @@ def _read_manifest(path: Path) -> dict[str, Any]:
                                   f"got {manifest.get(key)!r}"[:300])
     if REPLIES_FILE not in manifest["files"]:
         raise CheckpointError(f"{manifest_path}: 'files' does not list {REPLIES_FILE}")
-    for name, expected in manifest["files"].items():
-        file = path / name
-        if not file.is_file():
-            raise CheckpointError(f"{path}: missing {name} (listed in {MANIFEST})")
-        actual = _sha256(file)
-        if actual != expected:
-            raise CheckpointError(f"{file}: sha256 {actual[:12]}… differs from the manifest's "
-                                  f"{str(expected)[:12]}…; the file was changed or comes from another build")
+    verify_files(path, manifest["files"], MANIFEST)
     return manifest
 
 

@@ -20,18 +20,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import hashlib
 import json
 import os
-import platform
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import safetensors.torch
-import sentencepiece
 import torch
 
+from assistant.artifacts import file_sha256, library_versions, verify_files
 from assistant.config import dataclass_from_dict
 from assistant.decoding import DecodingConfig
 from assistant.errors import AssistantError, CheckpointError
@@ -55,21 +53,6 @@ class LSTMCheckpoint:
     tokenizer_config: TokenizerConfig
     decoding_config: DecodingConfig
     manifest: dict[str, Any]
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of Python, torch and sentencepiece, recorded in every manifest."""
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "sentencepiece": sentencepiece.__version__}
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -121,7 +104,7 @@ def save_checkpoint(directory: str | Path, model: Seq2SeqModel, tokenizer: Token
         "configs": configs,
         "data": data or [],
         "training": training or {},
-        "versions": library_versions(),
+        "versions": library_versions("torch", "sentencepiece"),
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     _write_atomic(directory / MANIFEST, json.dumps(manifest, indent=2).encode("utf-8"))
@@ -153,14 +136,7 @@ def read_lstm_manifest(directory: str | Path) -> dict[str, Any]:
     if not isinstance(files, dict) or not {CONFIG_FILE, TOKENIZER_FILE, SAFETENSORS_FILE} <= set(files):
         raise CheckpointError(f"{path}: 'files' must list {CONFIG_FILE}, {TOKENIZER_FILE} and {SAFETENSORS_FILE}, "
                               f"got {files!r}")
-    for name, expected in files.items():
-        file = directory / name
-        if not file.is_file():
-            raise CheckpointError(f"{directory}: missing {name} (listed in {MANIFEST})")
-        actual = file_sha256(file)
-        if actual != expected:
-            raise CheckpointError(f"{file}: sha256 {actual[:12]}… differs from the manifest's {str(expected)[:12]}…; "
-                                  f"the file was changed or comes from another checkpoint")
+    verify_files(directory, files, MANIFEST)
     return manifest
 
 

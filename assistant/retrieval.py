@@ -24,7 +24,6 @@ This module does not decide how to reply; ``assistant/pipeline.py`` does.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ import Stemmer
 
 from assistant import calibration as cal
 from assistant import index_store as store
+from assistant.artifacts import file_sha256
 from assistant.config import dataclass_from_dict, require
 from assistant.data import FaqEntry, Query, read_faq
 from assistant.embeddings import BUNDLED_MODEL, encode
@@ -115,10 +115,6 @@ def _entry_texts(entries: Sequence[FaqEntry], include_answers: bool) -> tuple[li
         starts.append(len(texts))
         texts.extend([e.question, *e.examples] + ([e.answer] if include_answers else []))
     return texts, np.asarray(starts, dtype=np.int64)
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _minmax(scores: np.ndarray) -> np.ndarray:
@@ -204,7 +200,7 @@ class FaqIndex:
         path = Path(path)
         entries = read_faq(path)
         return cls.build(entries, config, reuse=reuse, progress=progress,
-                         source={"path": str(path.resolve()), "sha256": _sha256(path)})
+                         source={"path": str(path.resolve()), "sha256": file_sha256(path)})
 
     def derive(self, **changes: Any) -> FaqIndex:
         """A new, uncalibrated index sharing this one's retrievers with some config fields changed.

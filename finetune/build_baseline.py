@@ -10,11 +10,11 @@ The manifest records the dialogs file's path and sha256. This command does not e
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import time
 from pathlib import Path
 
+from assistant.artifacts import file_sha256
 from assistant.baseline import BaselineConfig, RetrievalBaseline
 from assistant.config import add_dataclass_arguments, dataclass_from_args
 from assistant.data import build_examples, read_dialogs
@@ -35,10 +35,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def main(argv: list[str] | None = None) -> int:
     """Build and save the baseline; print a one-line summary. Returns 0, or 2 on a bad input."""
     args = build_parser().parse_args(argv)
@@ -47,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         dialogs = read_dialogs(args.train)
         n_examples = len(build_examples(dialogs, config.max_context_turns))
-        data = [{"role": "train", "path": str(args.train.resolve()), "sha256": _sha256(args.train),
+        data = [{"role": "train", "path": str(args.train.resolve()), "sha256": file_sha256(args.train),
                  "dialogs": len(dialogs), "examples": n_examples}]
         model = RetrievalBaseline.build(dialogs, config, data=data)
         model.save(args.out)

@@ -12,14 +12,13 @@ It does not build or train a model (``finetune/train_t5.py`` runs the accelerate
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch.utils.data import DataLoader
 
+from assistant.artifacts import file_sha256
 from assistant.config import require
 from assistant.data import Dialog, build_examples, format_context, read_dialogs
 from assistant.errors import DataError
@@ -160,10 +159,6 @@ def filter_domains(
             f"{where}: no dialog left after --include-domains {sorted(inc)} --exclude-domains {sorted(exc)}"
         )
     return kept
-
-
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def tokenize_examples(

@@ -37,7 +37,8 @@ from typing import Any, Literal
 import torch
 from tqdm import tqdm
 
-from assistant.checkpoint import file_sha256, save_checkpoint
+from assistant.artifacts import file_sha256
+from assistant.checkpoint import save_checkpoint
 from assistant.config import add_dataclass_arguments, dataclass_from_args, require
 from assistant.data import Example, build_examples, format_context, read_dialogs
 from assistant.decoding import DecodingConfig

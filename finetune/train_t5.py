@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from assistant.artifacts import library_versions
 from assistant.config import add_dataclass_arguments, dataclass_from_args
 from assistant.errors import AssistantError, ConfigError
 from assistant.t5 import (
@@ -239,7 +240,7 @@ def build_manifest(
         "train_config": asdict(cfg),
         "data": data_provenance(cfg, counts),
         "parameters": {"trainable": trainable, "total": total},
-        "versions": library_versions(),
+        "versions": library_versions("torch", "transformers", "peft", "accelerate"),
     }
 
 
@@ -451,19 +452,6 @@ def figures(state: TrainState, best: float, cfg: TrainConfig, accelerator: Any, 
         fig["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
     return fig
 
-
-def library_versions() -> dict[str, str]:
-    import accelerate
-    import peft
-    import transformers
-
-    return {
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "peft": peft.__version__,
-        "accelerate": accelerate.__version__,
-        "python": sys.version.split()[0],
-    }
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from assistant.checkpoint import file_sha256, load_checkpoint, save_checkpoint
+from assistant.artifacts import file_sha256
+from assistant.checkpoint import load_checkpoint, save_checkpoint
 from assistant.data import FaqEntry, Turn
 from assistant.decoding import DecodingConfig
 from assistant.errors import CheckpointError, ConfigError
