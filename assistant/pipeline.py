@@ -64,7 +64,7 @@ class PipelineConfig:
         "help": "FAQ hits retrieved per message (returned with the reply; confidence uses the top 2)"})
     generator_min_confidence: float = field(default=0.5, metadata={
         "help": "a generated reply is sent only at or above this confidence in [0, 1] "
-                "(neural models: geometric-mean token probability; retrieval baseline: similarity)"})
+                "(neural models: geometric-mean token probability; retrieval baseline: vote share)"})
     fallback_text: str = field(default=DEFAULT_FALLBACK, metadata={
         "help": "what the customer reads when the assistant hands the conversation to a human"})
     max_history_turns: int = field(default=6, metadata={
