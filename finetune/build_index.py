@@ -34,6 +34,7 @@ from assistant.errors import AssistantError, ConfigError
 from assistant.generator import MANIFEST
 from assistant.index_store import INDEX_SUBDIR
 from assistant.retrieval import FaqIndex, Hit, RetrieverConfig, rebuild_index
+from finetune.cli import add_threads_argument, apply_threads
 
 #: the fusion settings :func:`tune_fusion` tries.
 FUSION_GRID: tuple[tuple[str, float], ...] = tuple(
@@ -104,9 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tune-fusion", action=argparse.BooleanOptionalAction, default=None,
                         help="hybrid: choose fusion and dense weight on the --queries by hit@1 "
                              "(default: on when --method hybrid and --queries are given)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch intra-op threads for the dense encoder (default: torch's choice); on a shared "
-                             "CPU 1 is faster for single queries")
+    add_threads_argument(parser, "the dense encoder")
     add_dataclass_arguments(parser, RetrieverConfig)
     return parser
 
@@ -114,11 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.threads is not None:
-            if args.threads < 1:
-                raise ConfigError(f"--threads must be >= 1, got {args.threads}")
-            import torch
-            torch.set_num_threads(args.threads)
+        apply_threads(args.threads)
         out = _out_dir(args.out)
         if args.rebuild:
             if args.queries is not None or args.tune_fusion is not None:

@@ -47,6 +47,7 @@ from assistant.data import FaqEntry, Query, read_faq, read_queries
 from assistant.errors import AssistantError, ConfigError
 from assistant.retrieval import FaqIndex, RetrieverConfig
 from finetune.build_index import ranking_metrics, tune_fusion
+from finetune.cli import add_threads_argument, apply_threads
 
 METHODS = ("bm25", "dense", "hybrid")
 
@@ -179,9 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", default=None, help="data set name in the report (default: the FAQ folder name)")
     parser.add_argument("--json", type=Path, default=None, help="write the JSON report here")
     parser.add_argument("--markdown", type=Path, default=None, help="write the Markdown table here")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch intra-op threads for the dense encoder (default: torch's choice); on a shared "
-                             "CPU 1 is faster for single queries")
+    add_threads_argument(parser, "the dense encoder")
     add_dataclass_arguments(parser, RetrieverConfig)
     return parser
 
@@ -237,11 +236,7 @@ def _run_from_faq(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[s
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.threads is not None:
-            if args.threads < 1:
-                raise ConfigError(f"--threads must be >= 1, got {args.threads}")
-            import torch
-            torch.set_num_threads(args.threads)
+        apply_threads(args.threads)
         if args.faq is not None:
             info, results = _run_from_faq(args)
             name = args.name or args.faq.parent.name

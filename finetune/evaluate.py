@@ -38,6 +38,7 @@ from assistant.data import Dialog, Example, build_examples, format_context, read
 from assistant.errors import AssistantError, ConfigError, DataError, ModelError
 from assistant.generator import GenerationRequest, Generator, load_generator, read_manifest
 from finetune import metrics
+from finetune.cli import add_threads_argument, apply_threads
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -89,8 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "when it parses (5, 0.5, true, null), else as a string; repeatable")
     parser.add_argument("--out-dir", type=Path,
                         help=f"write {REPORT_JSON}, {REPORT_MD} and {SAMPLES_FILE} here (created)")
-    parser.add_argument("--threads", type=int,
-                        help="torch CPU threads for neural models (torch.set_num_threads); default: torch's")
+    add_threads_argument(parser, "the neural models")
     add_dataclass_arguments(parser, EvalConfig)
     return parser
 
@@ -332,12 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = dataclass_from_args(EvalConfig, args)
-        if args.threads is not None:
-            if args.threads < 1:
-                raise ConfigError(f"--threads must be >= 1, got {args.threads}")
-            import torch
-
-            torch.set_num_threads(args.threads)
+        apply_threads(args.threads)
         report, samples = evaluate(args.models, args.dialogs, config, args.names, args.generator_option)
         markdown = render_markdown(report)
         if args.out_dir is not None:
