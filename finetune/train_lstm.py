@@ -40,13 +40,13 @@ from tqdm import tqdm
 from assistant.artifacts import file_sha256
 from assistant.checkpoint import save_checkpoint
 from assistant.config import add_dataclass_arguments, dataclass_from_args, require
-from assistant.data import Example, build_examples, format_context, read_dialogs
+from assistant.data import read_dialogs
 from assistant.decoding import DecodingConfig
 from assistant.errors import AssistantError, ConfigError
 from assistant.generator import MANIFEST
-from assistant.lstm_generator import pad_batch, source_ids
 from assistant.seq2seq import Seq2SeqConfig, Seq2SeqModel
 from assistant.tokenizer import TOKENIZER_FILE, Tokenizer, TokenizerConfig
+from finetune.lstm_data import Batch, collate, encode_examples, load_examples, make_batches
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE_FILE = "last-state.pt"
@@ -111,17 +111,6 @@ class TrainConfig:
         require(self.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {self.device!r}")
 
 
-@dataclass
-class Batch:
-    """Tensors of one training batch: src ``(B, S)``, src_len ``(B,)``, tgt_in/tgt_out ``(B, T)``."""
-
-    src: torch.Tensor
-    src_len: torch.Tensor
-    tgt_in: torch.Tensor
-    tgt_out: torch.Tensor
-    n_tokens: int
-
-
 # ----------------------------------------------------------------------------------------------- CLI
 
 def build_parser() -> argparse.ArgumentParser:
@@ -160,58 +149,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             raise ConfigError(f"--{name.replace('_', '-')} is required (or use --preset demo)")
     args.train, args.valid, args.output_dir = Path(args.train), Path(args.valid), Path(args.output_dir)
     return args
-
-
-# ---------------------------------------------------------------------------------------------- data
-
-def load_examples(path: Path, max_context_turns: int, limit: int = 0) -> list[Example]:
-    """Read dialogs and build (context → agent reply) examples; ``limit > 0`` keeps the first N."""
-    examples = build_examples(read_dialogs(path), max_context_turns)
-    return examples[:limit] if limit else examples
-
-
-def encode_examples(examples: list[Example], tokenizer: Tokenizer, config: Seq2SeqConfig
-                    ) -> list[tuple[list[int], list[int]]]:
-    """Token ids per example: source (left-truncated, eos) and target (truncated, eos appended)."""
-    sources = source_ids(tokenizer, [format_context(e.context) for e in examples], config.max_source_len)
-    targets = [ids[:config.max_target_len - 1] + [tokenizer.eos_id]
-               for ids in tokenizer.encode([e.target for e in examples])]
-    return list(zip(sources, targets, strict=True))
-
-
-def make_batches(pairs: list[tuple[list[int], list[int]]], batch_size: int, pool: int,
-                 rng: random.Random | None) -> list[list[int]]:
-    """Index batches bucketed by length.
-
-    With ``rng``: shuffle, sort each pool of ``pool * batch_size`` examples by (target, source) length,
-    cut into batches, shuffle the batches (the torchtext BucketIterator scheme). Without: sort
-    everything by length (validation).
-    """
-    order = list(range(len(pairs)))
-    # Target length first (the decoder and the softmax cost most per token), in steps of 2 tokens,
-    # then source length: about 87% of the padded compute is real tokens on STAR, against 55% for a
-    # source-first sort.
-    key = lambda i: (len(pairs[i][1]) // 2, len(pairs[i][0]))
-    if rng is None:
-        order.sort(key=key)
-        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    rng.shuffle(order)
-    batches = []
-    size = pool * batch_size
-    for start in range(0, len(order), size):
-        chunk = sorted(order[start:start + size], key=key)
-        batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
-    rng.shuffle(batches)
-    return batches
-
-
-def collate(pairs: list[tuple[list[int], list[int]]], index: list[int], tokenizer: Tokenizer,
-            device: torch.device) -> Batch:
-    """Pad one batch; ``tgt_in`` is bos + target without its eos, ``tgt_out`` the target with eos."""
-    src, src_len = pad_batch([pairs[i][0] for i in index], tokenizer.pad_id, device)
-    tgt_in, _ = pad_batch([[tokenizer.bos_id] + pairs[i][1][:-1] for i in index], tokenizer.pad_id, device)
-    tgt_out, _ = pad_batch([pairs[i][1] for i in index], tokenizer.pad_id, device)
-    return Batch(src, src_len, tgt_in, tgt_out, sum(len(pairs[i][1]) for i in index))
 
 
 # ------------------------------------------------------------------------------------------ training

@@ -12,7 +12,8 @@ import torch
 from assistant.checkpoint import load_checkpoint
 from assistant.data import Turn
 from assistant.generator import MANIFEST, GenerationRequest, load_generator
-from finetune.train_lstm import PRESETS, lr_factor, main, make_batches
+from finetune.lstm_data import make_batches
+from finetune.train_lstm import PRESETS, lr_factor, main
 
 NAMES = ["Sam", "Alex", "Kim", "Lee", "Jo", "Max", "Ana", "Tom"]
 CITIES = ["Paris", "Rome", "Oslo", "Lima", "Cairo", "Tokyo"]
