@@ -12,7 +12,9 @@ Routing, in order:
    ``handoff=True`` and ``faq_id`` set, for the helpdesk to route the conversation by intent.
 2. **Generator**: otherwise the configured generator (LSTM, T5, retrieval baseline) replies to the
    last ``max_history_turns`` turns plus the message; used when its confidence is at or above
-   ``generator_min_confidence`` (``source="model"``).
+   ``generator_min_confidence`` (``source="model"``). A model trained on support logs learns the
+   agents' handover macro too; a generated reply with the words of one of ``handoff_replies`` is sent with
+   ``handoff=True`` so the helpdesk routes the conversation as the reply promises.
 3. **Handoff**: otherwise ``fallback_text`` with ``handoff=True`` (``source="fallback"``).
 
 ``Reply.confidence`` is the confidence of the route taken; for a fallback, the highest confidence
@@ -22,6 +24,7 @@ knows how any model works (``assistant/generator.py``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -69,6 +72,9 @@ class PipelineConfig:
         "help": "what the customer reads when the assistant hands the conversation to a human"})
     max_history_turns: int = field(default=6, metadata={
         "help": "earlier turns given to the generator with the new message (0 = only the new message)"})
+    handoff_replies: tuple[str, ...] = field(default=(), metadata={
+        "help": "agent replies that announce a handover to a person, as in your support logs' macros; a "
+                "generated reply with the same words (case, spacing and punctuation ignored) is sent with handoff=true"})
     ground_with_generator: bool = field(default=False, metadata={
         "help": "on an FAQ match, let the generator write the reply conditioned on the entry "
                 "instead of sending its answer verbatim (needs a generator)"})
@@ -81,6 +87,8 @@ class PipelineConfig:
                 "fallback_text must be a non-empty string")
         require(isinstance(self.max_history_turns, int) and self.max_history_turns >= 0,
                 f"max_history_turns must be an integer >= 0, got {self.max_history_turns!r}")
+        require(all(isinstance(r, str) and r.strip() for r in self.handoff_replies),
+                f"handoff_replies must be non-empty strings, got {self.handoff_replies!r}")
 
 
 class Pipeline:
@@ -108,6 +116,7 @@ class Pipeline:
             raise ConfigError("ground_with_generator needs a generator")
         self.index = index
         self.generator = generator
+        self._handoff_replies = {_normalize(r) for r in self.config.handoff_replies}
 
     def respond(self, history: Sequence[Turn], text: str) -> Reply:
         """Reply to the customer's message ``text`` after the earlier turns ``history`` (oldest first).
@@ -135,7 +144,8 @@ class Pipeline:
         if self.generator is not None:
             generation = self.generator.generate([GenerationRequest(context=context)])[0]
             if generation.confidence >= self.config.generator_min_confidence and generation.text.strip():
-                return Reply(generation.text, "model", None, generation.confidence, False, hits)
+                handoff = _normalize(generation.text) in self._handoff_replies
+                return Reply(generation.text, "model", None, generation.confidence, handoff, hits)
             rejected = max(rejected, generation.confidence)
         return Reply(self.config.fallback_text, "fallback", None, rejected, True, hits)
 
@@ -148,3 +158,11 @@ class Pipeline:
             if generation.confidence >= self.config.generator_min_confidence and generation.text.strip():
                 return Reply(generation.text, "model", entry.id, generation.confidence, False, hits)
         return Reply(entry.answer, "faq", entry.id, confidence, False, hits)
+
+
+def _normalize(text: str) -> str:
+    """Lowercase words without punctuation: how replies are compared with ``handoff_replies``.
+
+    Generated text varies in punctuation ("Thanks." for "Thanks,") where the words are the macro's.
+    """
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())

@@ -30,6 +30,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_FAQ = REPO_ROOT / "data" / "faq" / "faq.jsonl"
 DEMO_QUERIES = REPO_ROOT / "data" / "faq" / "queries-dev.jsonl"
 DEMO_DIALOGS = REPO_ROOT / "data" / "dialogs"
+#: The demo agents' handover macro (``data/demo_scripts.py``); the demo LSTM learns to say it, and the
+#: pipeline flags it ``handoff`` (``PipelineConfig.handoff_replies``) unless the settings name others.
+DEMO_HANDOFF_REPLIES = ("Thanks, I've passed that on. A member of our team will join this chat shortly.",)
 
 
 def _stderr(message: str) -> None:

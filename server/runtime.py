@@ -10,6 +10,7 @@ It does not answer requests (the blueprints and ``server/turn.py`` do).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any, Protocol
@@ -103,10 +104,13 @@ class Runtime:
             self.model_info = {"model_dir": None, "index_dir": None, "injected": type(pipeline).__name__}
         else:
             model_dir, index_dir = settings.model_dir, settings.index_dir
+            pipeline_config = settings.pipeline_config()
             if not model_dir and not index_dir and settings.env == "development" and settings.demo:
-                from server.demo import ensure_demo_assets
+                from server.demo import DEMO_HANDOFF_REPLIES, ensure_demo_assets
 
                 model_dir, index_dir = (str(p) for p in ensure_demo_assets(Path(app.instance_path)))
+                if not pipeline_config.handoff_replies:
+                    pipeline_config = dataclasses.replace(pipeline_config, handoff_replies=DEMO_HANDOFF_REPLIES)
             if settings.torch_threads:
                 import torch
 
@@ -114,7 +118,7 @@ class Runtime:
             self.pipeline = load_pipeline(
                 model_dir or None,
                 index_dir or None,
-                settings.pipeline_config(),
+                pipeline_config,
                 settings.generator_loader_options(),
             )
             self.model_info = {"model_dir": model_dir or None, "index_dir": index_dir or None}

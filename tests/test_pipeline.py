@@ -87,6 +87,18 @@ def test_generator_only_pipeline(index: FaqIndex) -> None:
     assert (reply.source, reply.hits, reply.handoff) == ("model", (), False)
 
 
+def test_a_generated_handover_macro_sets_handoff() -> None:
+    macro = "Thanks, I've passed that on. A member of our team will join this chat shortly."
+    config = PipelineConfig(handoff_replies=(macro,))
+    reply = Pipeline(None, FixedGenerator("  thanks. I've passed that on  A member of our team "
+                                          "will join this chat shortly!", 0.9), config).respond([], "human pls")
+    assert (reply.source, reply.handoff) == ("model", True)
+    reply = Pipeline(None, FixedGenerator("Could I get your order number?", 0.9), config).respond([], "hi")
+    assert (reply.source, reply.handoff) == ("model", False)
+    with pytest.raises(ConfigError, match="handoff_replies must be non-empty strings"):
+        PipelineConfig(handoff_replies=(" ",))
+
+
 def test_grounded_generation_and_its_low_confidence_fallback_to_the_answer(index: FaqIndex) -> None:
     config = PipelineConfig(ground_with_generator=True, generator_min_confidence=0.5)
     confident = FixedGenerator("Click 'Forgot password' and check your mail.", 0.7)

@@ -52,3 +52,12 @@ def test_demo_index_is_built_once_and_reused(tmp_path):
     index = FaqIndex.load(directory)
     assert index.threshold is not None
     assert index.search("How do I cancel my order?", k=2)[0].faq_id == "order-001"
+
+
+def test_demo_handoff_macro_is_the_one_the_demo_agents_use(demo_data):
+    from assistant.data import read_dialogs
+    from server.demo import DEMO_HANDOFF_REPLIES
+
+    agent_turns = {t.text for d in read_dialogs(demo_data / "dialogs" / "train.jsonl") for t in d.turns
+                   if t.role == "agent"}
+    assert set(DEMO_HANDOFF_REPLIES) <= agent_turns
