@@ -11,8 +11,8 @@ scenario come an optional greeting, an optional request for a human, and a closi
 turns are typed casually (lower case, no final punctuation).
 
 What it does not do: it does not write the FAQ or the query set (hand-written JSONL files), and it does
-not validate with ``assistant.data`` (``tests/test_demo_data.py`` does). Standard library only, so it
-runs from a bare checkout.
+re-check the dialogs it writes (``tests/test_demo_data.py`` does). It reads the FAQ and writes JSONL with
+``assistant.data``, so run it in the project's environment (``make install``).
 
 Deterministic: the same FAQ file, seed and counts give byte-identical output. Rerun with::
 
@@ -23,13 +23,15 @@ Deterministic: the same FAQ file, seed and counts give byte-identical output. Re
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import demo_scripts as T  # this folder is on sys.path when run as a script
+
+from assistant.data import FaqEntry, read_faq, write_jsonl
+from assistant.errors import DataError
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_FAQ = HERE / "faq" / "faq.jsonl"
@@ -89,16 +91,16 @@ class FaqBook:
     order, so every entry is asked about before any is asked twice.
     """
 
-    def __init__(self, entries: list[dict], rng: random.Random) -> None:
+    def __init__(self, entries: list[FaqEntry], rng: random.Random) -> None:
         self.entries = entries
-        self.answers = {e["id"]: e["answer"] for e in entries}
+        self.answers = {e.id: e.answer for e in entries}
         self._rng = rng
-        self._queue: list[dict] = []
+        self._queue: list[FaqEntry] = []
 
     def __getitem__(self, faq_id: str) -> str:
         return self.answers[faq_id]
 
-    def next_entry(self) -> dict:
+    def next_entry(self) -> FaqEntry:
         if not self._queue:
             self._queue = list(self.entries)
             self._rng.shuffle(self._queue)
@@ -335,10 +337,10 @@ def out_of_scope(rng: random.Random, x: Ctx, faq: FaqBook) -> Result:
 def faq_question(rng: random.Random, x: Ctx, faq: FaqBook) -> Result:
     """A policy question answered with the FAQ answer, asked as its question or one of its examples."""
     entry = faq.next_entry()
-    ask = rng.choice([entry["question"], *entry["examples"]])
+    ask = rng.choice([entry.question, *entry.examples])
     if rng.random() < 0.25:
         ask = rng.choice(T.FAQ_PREFIXES) + ask
-    return [c(ask), a(entry["answer"])], entry["meta"]["category"], ["faq_question"], [entry["id"]]
+    return [c(ask), a(entry.answer)], entry.meta["category"], ["faq_question"], [entry.id]
 
 
 Scenario = Callable[[random.Random, Ctx, FaqBook], Result]
@@ -390,7 +392,7 @@ def build_dialog(rng: random.Random, faq: FaqBook) -> dict:
     return {"turns": [{"role": r, "text": t} for r, t in turns], "meta": meta}
 
 
-def build_all(faq_entries: list[dict], seed: int, counts: tuple[int, ...]) -> dict[str, list[dict]]:
+def build_all(faq_entries: list[FaqEntry], seed: int, counts: tuple[int, ...]) -> dict[str, list[dict]]:
     """Generate ``sum(counts)`` distinct dialogs and split them by shuffled dialog id.
 
     A dialog identical (same turns) to an earlier one is drawn again, so no dialog appears twice in or
@@ -415,31 +417,6 @@ def build_all(faq_entries: list[dict], seed: int, counts: tuple[int, ...]) -> di
         splits[name] = [dialogs[i] for i in sorted(order[start : start + n])]
         start += n
     return splits
-
-
-def read_faq(path: Path) -> list[dict]:
-    """Read the FAQ JSONL; a bad line exits with an error naming file and line (full checks: the tests)."""
-    entries = []
-    with path.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{number}: not valid JSON ({e.msg})") from e
-            missing = [k for k in ("id", "question", "answer", "examples", "meta") if k not in entry]
-            if missing:
-                raise ValueError(f"{path}:{number}: FAQ entry lacks fields {missing}")
-            entries.append(entry)
-    return entries
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8", newline="\n") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -471,10 +448,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         faq_entries = read_faq(args.faq)
-    except ValueError as e:
+    except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    missing = sorted(set(FAQ_IDS_USED) - {e["id"] for e in faq_entries})
+    missing = sorted(set(FAQ_IDS_USED) - {e.id for e in faq_entries})
     if missing:
         print(f"error: {args.faq} lacks FAQ ids the dialog scripts quote: {missing}", file=sys.stderr)
         return 2
