@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import bm25s
 import numpy as np
 
-from assistant.artifacts import library_versions
+from assistant.artifacts import file_sha256, library_versions
 from assistant.data import FaqEntry, Query, read_faq, read_queries
 from assistant.embeddings import load_encoder
 from assistant.errors import RetrievalError
@@ -152,9 +152,9 @@ def read_entries(directory: Path, manifest: dict[str, Any]) -> list[FaqEntry]:
     """
     entries = read_faq(directory / _ENTRIES)
     faq = manifest["faq"]
-    if hashlib.sha256((directory / _ENTRIES).read_bytes()).hexdigest() != faq["entries_sha256"]:
+    if file_sha256(directory / _ENTRIES) != faq["entries_sha256"]:
         raise RetrievalError(f"{directory / _ENTRIES} does not match the manifest's sha256 (edited by hand?); "
-                             "rebuild the index with assistant-build-index --rebuild")
+                             "build the index afresh: assistant-build-index --faq FILE --queries FILE --out DIR")
     return entries
 
 

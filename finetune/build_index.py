@@ -119,6 +119,12 @@ def main(argv: list[str] | None = None) -> int:
             if args.queries is not None or args.tune_fusion is not None:
                 raise ConfigError("--rebuild keeps the saved calibration queries and fusion; "
                                   "drop --queries/--tune-fusion, or build afresh without --rebuild")
+            changed = [f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(RetrieverConfig)
+                       if getattr(args, f.name) != f.default]
+            if changed or args.reuse_embeddings is not None:
+                raise ConfigError(f"--rebuild keeps the index's own retriever config; drop "
+                                  f"{changed + (['--reuse-embeddings'] if args.reuse_embeddings else [])}, "
+                                  "or build afresh without --rebuild")
             index = rebuild_index(out, args.faq, progress=True)
         else:
             config = dataclass_from_args(RetrieverConfig, args)

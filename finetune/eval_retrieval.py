@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from assistant.artifacts import file_sha256
 from assistant.calibration import decision_metrics
 from assistant.config import add_dataclass_arguments, dataclass_from_args
 from assistant.data import FaqEntry, Query, read_faq, read_queries
@@ -224,7 +225,7 @@ def _run_from_faq(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[s
         index.calibrate(calibration, hits=index.rank(components, k=min(10, len(entries))))
         results.append({"name": method, **evaluate_index(index, evaluation),
                         "calibration": index.calibration["report"]})
-    info = {"faq": str(args.faq), "faq_sha256": hashlib.sha256(args.faq.read_bytes()).hexdigest(),
+    info = {"faq": str(args.faq), "faq_sha256": file_sha256(args.faq),
             "queries": None if args.queries is None else str(args.queries),
             "holdout_examples": args.holdout_examples, "calibration_fraction": args.calibration_fraction,
             "n_entries": len(entries), "n_indexed_texts": len(base.texts),

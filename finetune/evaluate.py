@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import hashlib
 import json
 import os
 import platform
@@ -33,6 +32,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from assistant.artifacts import file_sha256
 from assistant.config import add_dataclass_arguments, dataclass_from_args, require
 from assistant.data import Dialog, Example, build_examples, format_context, read_dialogs
 from assistant.errors import AssistantError, ConfigError, DataError, ModelError
@@ -290,11 +290,7 @@ def evaluate(models: Sequence[Path], dialogs: Path, config: EvalConfig, names: S
                 "reference": e.target, "replies": {}} for e in examples[: config.samples]]
     results = []
     for model_dir, label, manifest in zip(models, labels, manifests):
-        try:
-            generator = load_generator(model_dir, **options[label])
-        except TypeError as e:  # a loader's signature rejected an option
-            raise ConfigError(f"{model_dir}: the {manifest['kind']} loader rejected options "
-                              f"{options[label]}: {e}") from e
+        generator = load_generator(model_dir, **options[label])
         replies, confidences, seconds, likelihood = run_model(generator, examples, config.batch_size, label)
         for sample, text, confidence in zip(samples, replies, confidences):
             sample["replies"][label] = {"text": text, "confidence": confidence}
@@ -304,7 +300,7 @@ def evaluate(models: Sequence[Path], dialogs: Path, config: EvalConfig, names: S
                         "mean_confidence": sum(confidences) / len(confidences)})
     report = {
         "dialogs": str(dialogs),
-        "dialogs_sha256": hashlib.sha256(Path(dialogs).read_bytes()).hexdigest(),
+        "dialogs_sha256": file_sha256(dialogs),
         "filters": {"domain": config.domain, "limit": config.limit},
         "config": asdict(config),
         "n_examples": len(examples),

@@ -185,6 +185,17 @@ def test_build_index_cli_build_rebuild_and_error(faq_file: Path, tmp_path: Path,
     assert err.startswith("error: ") and "faq.jsonl:7: field 'examples' must be a list of strings" in err
 
 
+def test_rebuild_refuses_retriever_flags_it_would_ignore(faq_file: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    queries = write_jsonl(tmp_path / "q.jsonl", [{"text": t, "faq_id": f} for t, f in QUERIES])
+    out = tmp_path / "index"
+    assert build_index.main(["--faq", str(faq_file), "--queries", str(queries), "--out", str(out), "--method", "bm25"]) == 0
+    capsys.readouterr()
+    assert build_index.main(["--rebuild", "--faq", str(faq_file), "--out", str(out), "--bm25-k1", "0.9"]) == 2
+    assert "--rebuild keeps the index's own retriever config; drop ['--bm25-k1']" in capsys.readouterr().err
+    assert FaqIndex.load(out).config.bm25_k1 == RetrieverConfig().bm25_k1
+
+
 def test_build_index_warns_when_calibration_has_no_out_of_scope_queries(faq_file: Path, tmp_path: Path,
                                                                          capsys: pytest.CaptureFixture) -> None:
     args = ["--faq", str(faq_file), "--method", "bm25"]
