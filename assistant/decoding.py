@@ -36,7 +36,7 @@ class DecodingConfig:
     length_penalty: float = field(
         default=0.0,
         metadata={"help": "GNMT length-penalty alpha (Wu et al. 2016): rank beams by logp / ((5+len)/6)^alpha; "
-                          "0 = raw log-prob"})
+                          "0 = raw log-prob (the T5 generator's length_penalty is Hugging Face's exponent instead)"})
     no_repeat_ngram_size: int = field(
         default=0, metadata={"help": "forbid repeating any n-gram of this size within a reply; 0 = off"})
 
@@ -72,13 +72,13 @@ def length_penalty(length: int, alpha: float) -> float:
     return ((5.0 + length) / 6.0) ** alpha
 
 
-def _block_banned(log_probs: torch.Tensor, history: torch.Tensor, step: int, bos_len: int,
+def _block_banned(log_probs: torch.Tensor, history: torch.Tensor, step: int,
                   eos_id: int, config: DecodingConfig) -> None:
     """In place: forbid eos before ``min_len`` and tokens that would repeat an n-gram.
 
     Args:
         log_probs: ``(N, vocab)``, modified in place.
-        history: ``(N, bos_len + step)`` tokens so far (bos first).
+        history: ``(N, 1 + step)`` tokens so far (bos first).
         step: tokens generated so far.
     """
     if step < config.min_len:
@@ -86,7 +86,7 @@ def _block_banned(log_probs: torch.Tensor, history: torch.Tensor, step: int, bos
     n = config.no_repeat_ngram_size
     if n == 0 or step < n:
         return
-    generated = history[:, bos_len:].tolist()
+    generated = history[:, 1:].tolist()
     for row, tokens in enumerate(generated):
         prefix = tokens[len(tokens) - n + 1:] if n > 1 else []
         banned = {tokens[i + n - 1] for i in range(len(tokens) - n + 1) if tokens[i:i + n - 1] == prefix}
@@ -112,7 +112,7 @@ def greedy_search(step: StepFn, state: Any, batch_size: int, bos_id: int, eos_id
     n_scored = torch.zeros(batch_size, dtype=torch.long, device=device)
     for t in range(config.max_len):
         log_probs, state = step(tokens[:, -1], state)  # (B, V)
-        _block_banned(log_probs, tokens, t, 1, eos_id, config)
+        _block_banned(log_probs, tokens, t, eos_id, config)
         best_lp, best = log_probs.topk(1, dim=-1)  # (B, 1)
         best, best_lp = best.squeeze(1), best_lp.squeeze(1)
         best = best.masked_fill(finished, eos_id)
@@ -155,7 +155,7 @@ def beam_search(step: StepFn, reorder: ReorderFn, state: Any, batch_size: int, b
     for t in range(config.max_len):
         log_probs, state = step(tokens[:, -1], state)  # (B*K, V)
         vocab = log_probs.size(-1)
-        _block_banned(log_probs, tokens, t, 1, eos_id, config)
+        _block_banned(log_probs, tokens, t, eos_id, config)
         candidates = (beam_scores.view(-1, 1) + log_probs).view(batch_size, k * vocab)  # (B, K*V)
         top_scores, top_ids = candidates.topk(min(2 * k, k * vocab), dim=-1)  # (B, 2K)
         top_beams, top_tokens = top_ids // vocab, top_ids % vocab

@@ -31,8 +31,9 @@ from assistant.tokenizer import Tokenizer
 def source_ids(tokenizer: Tokenizer, texts: Sequence[str], max_source_len: int) -> list[list[int]]:
     """Tokenize model inputs: keep the last ``max_source_len - 1`` tokens and append eos.
 
-    Dropping from the left keeps the latest customer message and any grounding answer (see
-    :func:`assistant.data.format_context`); eos makes every source at least one token long.
+    Dropping from the left keeps the latest turns and a grounding answer (see
+    :func:`assistant.data.format_context`); an answer near ``max_source_len`` tokens long leaves little
+    or no room for the customer's message. eos makes every source at least one token long.
     """
     return [ids[len(ids) - (max_source_len - 1):] + [tokenizer.eos_id] if len(ids) >= max_source_len
             else ids + [tokenizer.eos_id] for ids in tokenizer.encode(texts)]

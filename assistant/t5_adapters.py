@@ -6,7 +6,7 @@ module turns :class:`LoraSettings` into a ``peft.LoraConfig``, attaches a new ad
 (``peft.get_peft_model``), saves only the adapter weights (``PeftModel.save_pretrained``), loads one
 or several saved adapters onto one base (``PeftModel.from_pretrained`` + ``load_adapter``) and merges
 one into the base weights for serving (``merge_and_unload``). Selecting an adapter per request is done
-by :class:`assistant.t5.T5Generator` with peft's mixed-batch ``adapter_names``.
+by :class:`assistant.t5_generator.T5Generator` with peft's mixed-batch ``adapter_names``.
 
 It does not load base models or tokenizers (``assistant/t5.py``) and does not train
 (``finetune/train_t5.py``).

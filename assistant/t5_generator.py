@@ -42,7 +42,8 @@ class T5GenerationSettings:
     )
     length_penalty: float = field(
         default=1.0,
-        metadata={"help": "beam search: score / length**length_penalty (>1 favours longer replies)"},
+        metadata={"help": "beam search: score / length**length_penalty, Hugging Face's rule (>1 favours longer replies); "
+                "not the LSTM's GNMT alpha"},
     )
     no_repeat_ngram_size: int = field(
         default=0, metadata={"help": "forbid repeating n-grams of this size (0 = off)"}

@@ -9,7 +9,7 @@ Fixed ids, so that models and checkpoints agree: ``pad=0, unk=1, bos=2, eos=3``.
 symbols: each is always one piece and never split.
 
 This module does not add bos/eos to sequences and does not truncate or pad; the model's input
-preparation (``assistant/lstm_generator.py``, ``finetune/train_lstm.py``) does.
+preparation (``assistant/lstm_generator.py``, ``finetune/lstm_data.py``) does.
 """
 
 from __future__ import annotations
@@ -166,10 +166,11 @@ class Tokenizer:
             ModelError: an id is outside ``[0, vocab_size)``.
         """
         rows = [list(map(int, row)) for row in ids]
+        size = self.vocab_size
         for row in rows:
-            bad = [i for i in row if not 0 <= i < self.vocab_size]
+            bad = [i for i in row if not 0 <= i < size]
             if bad:
-                raise ModelError(f"token ids {bad[:5]} are outside the vocabulary [0, {self.vocab_size})")
+                raise ModelError(f"token ids {bad[:5]} are outside the vocabulary [0, {size})")
         return [text.strip() for text in self._sp.decode(rows)]
 
     def id_to_piece(self, token_id: int) -> str:

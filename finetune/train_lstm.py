@@ -274,7 +274,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if train_cfg.threads:
         torch.set_num_threads(train_cfg.threads)
     device = resolve_device(train_cfg.device)
-    random.seed(train_cfg.seed)
     torch.manual_seed(train_cfg.seed)
     out: Path = args.output_dir
     out.mkdir(parents=True, exist_ok=True)

@@ -42,7 +42,8 @@ class Seq2SeqConfig:
         default=96,
         metadata={"help": "context tokens kept (the most recent; eos included); older tokens are dropped"})
     max_target_len: int = field(
-        default=48, metadata={"help": "reply tokens trained on and generated at most (eos included)"})
+        default=48, metadata={"help": "reply tokens trained on (eos included); generation length is the decoding "
+                                 "config's max_len (--decode-max-len)"})
 
     def __post_init__(self) -> None:
         for name in ("emb_size", "hidden_size", "encoder_layers", "decoder_layers"):

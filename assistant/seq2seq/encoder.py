@@ -26,7 +26,6 @@ class Encoder(nn.Module):
         super().__init__()
         self.embedding = embedding
         self.dropout = nn.Dropout(dropout)
-        self.num_layers = num_layers
         self.lstm = nn.LSTM(embedding.embedding_dim, hidden_size // 2, num_layers=num_layers,
                             batch_first=True, bidirectional=True,
                             dropout=dropout if num_layers > 1 else 0.0)
