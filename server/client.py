@@ -19,8 +19,8 @@ class HttpClient:
         base_url: e.g. ``http://127.0.0.1:8000``.
         api_key: sent as ``Authorization: Bearer <key>`` when non-empty.
 
-    ``send`` raises ``AssistantError`` when the server cannot be reached; HTTP error statuses are
-    returned, not raised.
+    ``send`` raises ``AssistantError`` when the server cannot be reached or answers something that is
+    not JSON (a proxy's HTML error page); HTTP error statuses with a JSON body are returned, not raised.
     """
 
     def __init__(self, base_url: str, api_key: str) -> None:
@@ -28,19 +28,26 @@ class HttpClient:
         self.api_key = api_key
 
     def send(self, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
-        data = json.dumps(body).encode() if body is not None else None
+        data = json.dumps(body, ensure_ascii=False).encode("utf-8") if body is not None else None
         request = urllib.request.Request(self.base_url + path, data=data, method=method)
         request.add_header("Content-Type", "application/json")
         if self.api_key:
             request.add_header("Authorization", f"Bearer {self.api_key}")
         try:
             with urllib.request.urlopen(request, timeout=120) as response:
-                raw = response.read()
-                return response.status, json.loads(raw) if raw else None
+                return response.status, self._json(response.status, response.read())
         except urllib.error.HTTPError as e:
-            raw = e.read()
-            return e.code, json.loads(raw) if raw else None
+            return e.code, self._json(e.code, e.read())
         except urllib.error.URLError as e:
             raise AssistantError(
                 f"cannot reach {self.base_url}: {e.reason} (is `assistant serve` running?)"
             ) from e
+
+    def _json(self, status: int, raw: bytes) -> Any:
+        if not raw:
+            return None
+        try:
+            return json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise AssistantError(f"{self.base_url} answered HTTP {status} with a body that is not JSON "
+                                 f"(a proxy or another service?): {raw[:200]!r}") from e

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from assistant.errors import DataError, ModelError, RetrievalError
 from assistant.generator import MANIFEST
+from assistant.index_store import INDEX_MANIFEST
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_FAQ = REPO_ROOT / "data" / "faq" / "faq.jsonl"
@@ -97,7 +98,7 @@ def ensure_demo_index(instance_dir: Path, progress: Callable[[str], None] = _std
         return build_index.main(["--faq", str(DEMO_FAQ), "--queries", str(DEMO_QUERIES), "--out", str(out)])
 
     def done(path: Path) -> bool:
-        return path.is_dir() and any(path.iterdir())
+        return (path / INDEX_MANIFEST).is_file()
 
     return _build(
         instance_dir / "models" / "demo-index", done, run, "demo FAQ index", RetrievalError, progress

@@ -24,7 +24,7 @@ _ID_RE = re.compile(ID_PATTERN)
 
 def is_valid_id(value: str) -> bool:
     """Whether ``value`` is a valid conversation or message id (see :data:`ID_RULE`)."""
-    return bool(_ID_RE.match(value))
+    return bool(_ID_RE.fullmatch(value))
 
 
 def _check_text(value: str, info: ValidationInfo) -> str:

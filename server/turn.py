@@ -14,6 +14,7 @@ It knows no HTTP request formats (the blueprints do) and no reply logic (``assis
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import Any
@@ -23,6 +24,8 @@ import redis
 from server.errors import ApiError
 from server.history import DuplicateInFlight, StoredTurn
 from server.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 
 def run_turn(
@@ -124,8 +127,11 @@ def _answer_locked(
     finally:
         try:
             lock.release()
-        except redis.RedisError:  # includes LockError
-            pass  # Redis down or lock expired: it expires by itself after lock_timeout_seconds
+        except redis.exceptions.LockNotOwnedError:
+            log.warning("conversation %r: the turn outlived its lock (lock_timeout_seconds %s); another "
+                        "message of it may have been answered meanwhile", conversation_id, store.lock_timeout)
+        except redis.RedisError:
+            pass  # Redis down: the lock expires by itself after lock_timeout_seconds
 
 
 def _reply_item(reply: Any) -> dict[str, Any]:

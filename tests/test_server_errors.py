@@ -89,6 +89,8 @@ def test_unknown_conversation_route_and_method(client):
     code, message = error_of(client.delete("/v1/conversations/never-seen"), 404)
     code, message = error_of(client.get("/v1/conversations/bad%20id"), 422)
     assert code == "invalid_field" and "bad id" in message
+    code, _ = error_of(client.delete("/v1/conversations/abc%0A"), 422)  # same rule as the request bodies
+    assert code == "invalid_field"
     code, _ = error_of(client.get("/v2/anything"), 404)
     assert code == "not_found"
     code, message = error_of(client.get("/v1/chat"), 405)

@@ -50,3 +50,22 @@ def test_replay_reports_unreachable_server_and_missing_input(tmp_path, demo_data
     assert "cannot reach http://127.0.0.1:9" in capsys.readouterr().err
     assert main(["replay", "--url", "http://127.0.0.1:9"]) == 2
     assert "nothing to send" in capsys.readouterr().err
+
+
+def test_a_non_json_error_page_is_a_clear_error_not_a_traceback():
+    from werkzeug.wrappers import Response
+
+    from assistant.errors import AssistantError
+
+    def proxy(environ, start_response):
+        return Response("<html>502 Bad Gateway</html>", status=502, content_type="text/html")(environ, start_response)
+
+    server = make_server("127.0.0.1", 0, proxy)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(AssistantError, match="answered HTTP 502 with a body that is not JSON"):
+            HttpClient(f"http://127.0.0.1:{server.server_port}", "").send("POST", "/v1/chat", {"text": "hi"})
+    finally:
+        server.shutdown()
+        thread.join()
