@@ -25,23 +25,20 @@ import shlex
 import signal
 import sys
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from assistant.errors import AssistantError
 from server import replay
 from server.client import HttpClient
-from server.settings import Settings, env_var
+from server.settings import ENVIRONMENTS, Settings, env_var
 
 _TYPES = {"int": int, "float": float, "str": str}
 
 
-def _add_settings_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
     """One ``--flag`` per setting; absent flags leave the setting to the environment / default."""
     group = parser.add_argument_group("settings", "each also read from its environment variable")
     for f in dataclasses.fields(Settings):
-        if f.name in skip:
-            continue
         flag = "--" + f.name.replace("_", "-")
         help_text = f"{f.metadata['help']} [env {env_var(f)}; default {f.default!r}]"
         if f.type == "bool":
@@ -56,7 +53,7 @@ def _add_settings_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] =
             group.add_argument(
                 flag,
                 dest=f.name,
-                choices=["development", "testing", "production"],
+                choices=list(ENVIRONMENTS),
                 default=argparse.SUPPRESS,
                 help=help_text,
             )
@@ -162,8 +159,7 @@ class _InProcessClient:
         self.app.extensions["assistant"].close()
 
 
-def _chat(args: argparse.Namespace, read: Callable[[str], str] | None = None) -> int:
-    read = read or input  # looked up now, so tests and readline wrappers can replace it
+def _chat(args: argparse.Namespace) -> int:
     overrides = _overrides(args)
     if args.url:
         client: Any = HttpClient(args.url, overrides.get("api_key", ""))
@@ -174,7 +170,7 @@ def _chat(args: argparse.Namespace, read: Callable[[str], str] | None = None) ->
     try:
         while True:
             try:
-                text = read("you> ").strip()
+                text = input("you> ").strip()
             except EOFError:
                 print()
                 return 0

@@ -1,13 +1,13 @@
 """The conversation server's settings: one typed dataclass, layered defaults → environment → override.
 
 Every setting is a field of :class:`Settings` with its help text, its environment variable
-(``ASSISTANT_<NAME>``, except ``REDIS_URL``) and its validation, so ``docs/server.md``'s table and
-``assistant serve --help`` come from one place. :func:`load_settings` builds the object in three
+(``ASSISTANT_<NAME>``, except ``REDIS_URL``) and its validation; ``assistant serve --help`` is built
+from the fields (``docs/server.md``'s table is written by hand from them). :func:`load_settings` builds the object in three
 layers: the dataclass defaults (optionally replaced by a caller's ``defaults``, e.g. ``wsgi.py``
 makes ``production`` the default environment), then the environment variables, then an override
 dict (tests, CLI flags). A bad value raises :class:`~assistant.errors.ConfigError` naming the
-variable, the bad value and what would be valid. Outside ``development``, insecure defaults are
-refused (no API key).
+variable, the bad value and what would be valid. In ``production``, insecure defaults are refused
+(no API key, no model or index directory).
 
 This module reads the environment only when :func:`load_settings` is called; it starts nothing.
 """
@@ -217,6 +217,7 @@ class Settings:
             _check(
                 isinstance(parsed, dict), "pipeline", self.pipeline, "a JSON object of PipelineConfig fields"
             )
+            self.pipeline_config()  # unknown fields and bad values are refused at start, not at first use
         if self.generator_options:
             try:
                 options = json.loads(self.generator_options)
@@ -315,16 +316,6 @@ class Settings:
         """The ``generator_options`` setting as keyword arguments for ``load_generator`` (empty if unset)."""
         return json.loads(self.generator_options) if self.generator_options else {}
 
-    @property
-    def redacted(self) -> dict[str, Any]:
-        """The settings as a dict with secrets hidden, for logs and ``assistant serve``."""
-        out = dataclasses.asdict(self)
-        out["api_key"] = "<set>" if self.api_key else ""
-        if "@" in self.redis_url:
-            scheme, rest = self.redis_url.split("://", 1)
-            out["redis_url"] = f"{scheme}://<credentials>@{rest.rsplit('@', 1)[1]}"
-        return out
-
 
 def env_var(f: dataclasses.Field) -> str:
     """The environment variable of a settings field (``ASSISTANT_<NAME>``, or its own ``env``)."""
@@ -411,8 +402,3 @@ def load_settings(
     for name, value in (override or {}).items():
         values[name] = _coerce(fields[name], value, "setting")
     return Settings(**values)
-
-
-def settings_table() -> list[tuple[str, str, str, str]]:
-    """``(name, environment variable, default, help)`` per setting, for docs and ``--help``."""
-    return [(f.name, env_var(f), repr(f.default), f.metadata["help"]) for f in dataclasses.fields(Settings)]

@@ -120,6 +120,7 @@ def test_no_endpoint_answers_200_after_a_failure_of_the_model(app, client, echo_
         ({"ASSISTANT_TORCH_THREADS": "-1"}, "torch_threads (ASSISTANT_TORCH_THREADS) = -1"),
         ({"ASSISTANT_GENERATOR_OPTIONS": "{beam"}, "ASSISTANT_GENERATOR_OPTIONS) is not valid JSON"),
         ({"ASSISTANT_GENERATOR_OPTIONS": "[4]"}, "a JSON object of reply-model loader options"),
+        ({"ASSISTANT_PIPELINE": '{"top_kk": 3}'}, "unknown PipelineConfig fields ['top_kk']"),
         ({"ASSISTANT_DEMO": "perhaps"}, "ASSISTANT_DEMO = 'perhaps' is not a boolean"),
         ({"ASSISTANT_REDIS_SOCKET_TIMEOUT": "0"}, "expected a number of seconds > 0"),
         ({"REDIS_URL": "http://localhost:6379"}, "redis_url (REDIS_URL)"),
