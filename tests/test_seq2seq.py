@@ -127,7 +127,12 @@ def test_tied_embeddings_share_the_table() -> None:
     tied, untied = make_model(tie_embeddings=True), make_model(tie_embeddings=False)
     assert tied.decoder.pre_output is not None  # emb 16 != hidden 24: projection before the tied layer
     assert sum(p.numel() for p in tied.parameters()) < sum(p.numel() for p in untied.parameters())
-    assert tied.encoder.embedding is tied.decoder.embedding
+    assert not hasattr(tied.decoder, "output") and isinstance(untied.decoder.output, torch.nn.Linear)
+    with torch.no_grad():  # the tied output layer reads the embedding table: changing one row moves its logit
+        src, lengths, tgt = torch.tensor([[5, 6, 7]]), torch.tensor([3]), torch.tensor([[2, 5]])
+        before = tied.eval()(src, lengths, tgt)[..., 9].clone()
+        tied.decoder.embedding.weight[9] += 1.0
+        assert not torch.allclose(tied(src, lengths, tgt)[..., 9], before)
 
 
 def test_config_validation() -> None:

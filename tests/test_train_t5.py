@@ -206,7 +206,11 @@ def test_bad_flags_exit_2_with_a_clear_message(dialogs_files, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "vocab_size" in err and "32103" in err
     assert main([*common_flags(*dialogs_files, out), "--model", str(tmp_path / "missing"), "--resume"]) == 2
-    assert "error:" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--resume: no " in err and "checkpoint to resume from" in err, err
+    assert main([*common_flags(*dialogs_files, out), "--model", str(tmp_path / "missing"), "--max-steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and str(tmp_path / "missing") in err, err
 
 
 def test_domain_filter(dialogs_files):
