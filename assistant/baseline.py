@@ -60,7 +60,7 @@ from assistant.artifacts import file_sha256, library_versions, verify_files
 from assistant.config import dataclass_from_dict, require
 from assistant.data import Dialog, Example, Turn, build_examples
 from assistant.errors import AssistantError, CheckpointError, ConfigError, ModelError
-from assistant.generator import MANIFEST, Generation, GenerationRequest, Generator
+from assistant.generator import MANIFEST, Generation, GenerationRequest, Generator, read_manifest_of_kind
 
 KIND = "retrieval-baseline"
 FORMAT_VERSION = 1
@@ -271,20 +271,7 @@ def _manifest_kind(directory: Path) -> str | None:
 
 def _read_manifest(path: Path) -> dict[str, Any]:
     manifest_path = path / MANIFEST
-    if not path.is_dir():
-        raise CheckpointError(f"{path}: not a directory (expected a {KIND} model directory)")
-    if not manifest_path.is_file():
-        raise CheckpointError(f"{path}: no {MANIFEST}; not a model directory written by this project")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{manifest_path}: not valid JSON ({e})") from e
-    if not isinstance(manifest, dict) or manifest.get("kind") != KIND:
-        got = manifest.get("kind") if isinstance(manifest, dict) else type(manifest).__name__
-        raise CheckpointError(f"{manifest_path}: kind is {got!r}, expected {KIND!r}")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{manifest_path}: format_version {manifest.get('format_version')!r} is not "
-                              f"supported (this code reads format_version {FORMAT_VERSION})")
+    manifest = read_manifest_of_kind(path, KIND, FORMAT_VERSION)
     for key, kind in (("config", dict), ("files", dict), ("default_reply", str), ("documents", int)):
         if not isinstance(manifest.get(key), kind):
             raise CheckpointError(f"{manifest_path}: field {key!r} must be a {kind.__name__}, "

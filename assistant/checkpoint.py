@@ -33,7 +33,7 @@ from assistant.artifacts import file_sha256, library_versions, verify_files
 from assistant.config import dataclass_from_dict
 from assistant.decoding import DecodingConfig
 from assistant.errors import AssistantError, CheckpointError
-from assistant.generator import MANIFEST
+from assistant.generator import MANIFEST, read_manifest_of_kind
 from assistant.seq2seq import Seq2SeqConfig, Seq2SeqModel
 from assistant.tokenizer import TOKENIZER_FILE, Tokenizer, TokenizerConfig
 
@@ -120,18 +120,7 @@ def read_lstm_manifest(directory: str | Path) -> dict[str, Any]:
     """
     directory = Path(directory)
     path = directory / MANIFEST
-    if not path.is_file():
-        raise CheckpointError(f"{directory}: no {MANIFEST}; not a model directory written by this project")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(manifest, dict) or manifest.get("kind") != KIND:
-        got = manifest.get("kind") if isinstance(manifest, dict) else manifest
-        raise CheckpointError(f"{path}: kind is {got!r}, expected {KIND!r} for an LSTM checkpoint")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: format_version {manifest.get('format_version')!r} is not supported "
-                              f"(this code reads format_version {FORMAT_VERSION})")
+    manifest = read_manifest_of_kind(directory, KIND, FORMAT_VERSION)
     files = manifest.get("files")
     if not isinstance(files, dict) or not {CONFIG_FILE, TOKENIZER_FILE, SAFETENSORS_FILE} <= set(files):
         raise CheckpointError(f"{path}: 'files' must list {CONFIG_FILE}, {TOKENIZER_FILE} and {SAFETENSORS_FILE}, "

@@ -120,6 +120,23 @@ def read_manifest(model_dir: str | Path) -> dict[str, Any]:
     return manifest
 
 
+def read_manifest_of_kind(model_dir: str | Path, kind: str, format_version: int) -> dict[str, Any]:
+    """:func:`read_manifest`, then require the given ``kind`` and ``format_version``.
+
+    Raises:
+        CheckpointError: as :func:`read_manifest`, or another kind, or a format version this code
+            does not read.
+    """
+    manifest = read_manifest(model_dir)
+    path = Path(model_dir) / MANIFEST
+    if manifest["kind"] != kind:
+        raise CheckpointError(f"{path}: kind is {manifest['kind']!r}, expected {kind!r}")
+    if manifest.get("format_version") != format_version:
+        raise CheckpointError(f"{path}: format_version {manifest.get('format_version')!r} is not supported "
+                              f"(this code reads format_version {format_version})")
+    return manifest
+
+
 def load_generator(model_dir: str | Path, **options: Any) -> Generator:
     """Load the generator saved in ``model_dir``, whatever its kind.
 

@@ -36,7 +36,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, T5Config, T5For
 from assistant.config import dataclass_from_dict, require
 from assistant.data import SPECIAL_MARKERS
 from assistant.errors import CheckpointError, ConfigError, ModelError
-from assistant.generator import MANIFEST, read_manifest
+from assistant.generator import MANIFEST, read_manifest_of_kind
 from assistant.t5_adapters import load_adapters, merge_adapter
 from assistant.t5_generator import T5GenerationSettings, T5Generator, encode_targets
 
@@ -269,12 +269,7 @@ def load_t5_generator(
         ModelError / ConfigError: unknown adapter or setting.
     """
     path = Path(path)
-    manifest = read_manifest(path)
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path / MANIFEST}: format_version {manifest.get('format_version')!r} is not "
-            f"{FORMAT_VERSION}, the one this code reads"
-        )
+    manifest = read_manifest_of_kind(path, "t5", FORMAT_VERSION)
     tok_rel = manifest.get("tokenizer", ".")
     tokenizer = load_tokenizer(_model_dir_path(path, tok_rel))
     base = manifest.get("base_model") or {}

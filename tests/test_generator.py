@@ -37,3 +37,14 @@ def test_score_is_refused_without_a_likelihood():
     assert echo.generate([GenerationRequest(context=(Turn("customer", "hi"),))]) == [Generation("hi", 1.0)]
     with pytest.raises(ModelError, match="echo defines no likelihood"):
         echo.score([], [])
+
+
+def test_read_manifest_of_kind_checks_kind_and_version(tmp_path):
+    from assistant.generator import read_manifest_of_kind
+
+    (tmp_path / "assistant.json").write_text(json.dumps({"kind": "lstm", "format_version": 2}))
+    with pytest.raises(CheckpointError, match="kind is 'lstm', expected 't5'"):
+        read_manifest_of_kind(tmp_path, "t5", 1)
+    with pytest.raises(CheckpointError, match="format_version 2 is not supported"):
+        read_manifest_of_kind(tmp_path, "lstm", 1)
+    assert read_manifest_of_kind(tmp_path, "lstm", 2)["kind"] == "lstm"
