@@ -96,7 +96,6 @@ class TrainConfig:
         default="no", metadata={"help": "autocast precision (fp16 needs CUDA; bf16 on recent GPUs)"}
     )
     resume: bool = field(default=False, metadata={"help": "continue from OUTPUT_DIR/checkpoint exactly"})
-    threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's)"})
 
     def __post_init__(self) -> None:
         require(
@@ -136,7 +135,6 @@ class TrainConfig:
         require(
             self.checkpoint_every is None or self.checkpoint_every >= 1, "--checkpoint-every must be >= 1"
         )
-        require(self.threads is None or self.threads >= 1, f"--threads must be >= 1, got {self.threads}")
         check_adapter_name(self.adapter_name)
 
 

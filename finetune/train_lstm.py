@@ -46,6 +46,7 @@ from assistant.errors import AssistantError, ConfigError
 from assistant.generator import MANIFEST
 from assistant.seq2seq import Seq2SeqConfig, Seq2SeqModel
 from assistant.tokenizer import TOKENIZER_FILE, Tokenizer, TokenizerConfig
+from finetune.cli import add_threads_argument, apply_threads
 from finetune.lstm_data import Batch, collate, encode_examples, load_examples, make_batches
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,14 +97,13 @@ class TrainConfig:
         default=0, metadata={"help": "stop cleanly (resumable) once this many optimiser steps are done in total; "
                                      "does not change the learning-rate schedule; 0 = no limit"})
     seed: int = field(default=0, metadata={"help": "seed for torch, batching and the tokenizer sample"})
-    threads: int = field(default=0, metadata={"help": "torch CPU threads (torch.set_num_threads); 0 = torch default"})
     device: Literal["auto", "cpu", "cuda"] = field(
         default="auto", metadata={"help": "'auto' uses CUDA when available"})
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patience", "bucket_pool"):
             require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_minutes", "warmup_steps", "weight_decay", "max_train_examples", "threads", "max_steps"):
+        for name in ("max_minutes", "warmup_steps", "weight_decay", "max_train_examples", "max_steps"):
             require(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         require(self.lr > 0, f"lr must be > 0, got {self.lr}")
         require(0.0 <= self.final_lr_ratio <= 1.0, f"final_lr_ratio must be in [0, 1], got {self.final_lr_ratio}")
@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true",
                         help=f"continue from {STATE_FILE} in --output-dir (same flags as the first run)")
     add_dataclass_arguments(parser, TrainConfig)
+    add_threads_argument(parser, "training")
     add_dataclass_arguments(parser, TokenizerConfig)
     add_dataclass_arguments(parser, Seq2SeqConfig)
     add_dataclass_arguments(parser, DecodingConfig, prefix="decode-")
@@ -271,8 +272,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     decode_cfg = dataclass_from_args(DecodingConfig, args, prefix="decode-")
     configs = {"train": train_cfg, "tokenizer": tok_cfg, "seq2seq": model_cfg, "decoding": decode_cfg}
     budget = Budget(60 * train_cfg.max_minutes if train_cfg.max_minutes else math.inf, started=start_time)
-    if train_cfg.threads:
-        torch.set_num_threads(train_cfg.threads)
+    apply_threads(args.threads)
     device = resolve_device(train_cfg.device)
     torch.manual_seed(train_cfg.seed)
     out: Path = args.output_dir

@@ -45,6 +45,7 @@ from assistant.t5 import (
     write_manifest,
 )
 from assistant.t5_adapters import LoraSettings, attach_lora, save_adapter, trainable_parameters
+from finetune.cli import add_threads_argument, apply_threads
 from finetune.t5_data import TrainConfig, data_provenance, load_data, make_loaders
 
 
@@ -150,6 +151,7 @@ def base_model_reference(cfg: TrainConfig) -> dict[str, str]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="assistant-train-t5", description=__doc__.splitlines()[0])
     add_dataclass_arguments(parser, TrainConfig)
+    add_threads_argument(parser, "training")
     add_dataclass_arguments(parser, T5GenerationSettings)
     add_dataclass_arguments(parser, LoraSettings, prefix="lora-")
     return parser
@@ -159,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry point: parse flags, train, write the model directory. Returns 0, or 2 on a bad input."""
     args = build_parser().parse_args(argv)
     try:
+        apply_threads(args.threads)
         cfg = dataclass_from_args(TrainConfig, args)
         gen = dataclass_from_args(T5GenerationSettings, args)
         lora = dataclass_from_args(LoraSettings, args, prefix="lora-")
@@ -176,8 +179,6 @@ def make_accelerator(cfg: TrainConfig):
 
     if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise ConfigError("--mixed-precision fp16 needs a CUDA GPU; use bf16 or no on CPU")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     accelerator = Accelerator(
         gradient_accumulation_steps=cfg.grad_accum,
         mixed_precision=cfg.mixed_precision,
