@@ -13,7 +13,8 @@
 * ``assistant index rebuild --index-dir D --faq FILE`` rebuilds an FAQ index from a new FAQ file with
   the index's own retriever config (``assistant.retrieval.rebuild_index``); restart the server after.
 
-Exit codes: 0 ok, 2 on a configuration or data error (``error: <message>`` on stderr, no traceback).
+Exit codes: 0 ok, 2 on a configuration or data error (``error: <message>`` on stderr, no traceback),
+1 from ``replay`` when a request did not answer 200.
 """
 
 from __future__ import annotations

@@ -7,13 +7,15 @@ body not JSON / not an object          400     ``invalid_json``
 missing or wrong API key               401     ``unauthorized``
 unknown conversation, unknown route    404     ``not_found``
 method not allowed                     405     ``method_not_allowed``
-duplicate message in flight, busy      409     ``duplicate_in_flight`` / ``conversation_busy``
+duplicate in flight, id reused, busy   409     ``duplicate_in_flight`` / ``message_id_reused`` /
+                                               ``conversation_busy``
 body over ``max_body_bytes``           413     ``body_too_large``
 text over ``max_text_chars``           413     ``text_too_long``
 Content-Type not application/json      415     ``unsupported_media_type``
 field missing / wrong type / pattern   422     ``invalid_field`` (message names the field)
 Redis unreachable or timing out        503     ``redis_unavailable``
-no model or index loaded, model fails  503     ``model_unavailable``
+any other Redis failure                503     ``redis_error``
+the reply model or index fails         503     ``model_unavailable``
 anything else                          500     ``internal_error`` (logged with traceback)
 =====================================  ======  ==========================
 
@@ -31,7 +33,7 @@ from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 from assistant.errors import AssistantError, ModelError, RetrievalError
-from server.schemas import TextTooLong
+from server.schemas import ID_RULE, TextTooLong
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +83,7 @@ def validation_error(exc: pydantic.ValidationError) -> ApiError:
             message = "is not a known field"
         elif err["type"] == "string_pattern_mismatch":
             message = (
-                f"must be 1-128 characters of letters, digits, '.', '_', ':', '-' (got {err['input']!r:.60})"
+                f"must be {ID_RULE} (got {err['input']!r:.60})"
             )
         problems.append(f"field '{field}' {message}")
     return ApiError(422, "invalid_field", "; ".join(problems))

@@ -72,7 +72,7 @@ class Runtime:
     Attributes:
         settings: the validated settings.
         store: the :class:`DialogStore`.
-        pipeline: the reply pipeline (``None`` only if loading failed; then ``/readyz`` answers 503).
+        pipeline: the reply pipeline (``create_app`` raises if it cannot be loaded, so it is always set).
         embedded: the embedded Redis this process uses, or ``None`` with ``REDIS_URL``.
         model_info: what was loaded, for ``/readyz``.
     """
