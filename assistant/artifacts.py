@@ -1,9 +1,10 @@
 """Provenance of saved artefacts: file hashes, their verification on load, and library versions.
 
-Every directory the project writes (LSTM and T5 model directories, the retrieval baseline, FAQ
-indexes) records the sha256 of its files and of the data it was built from, and the versions of the
-libraries its behaviour depends on. This module computes and checks those; it does not know any
-directory's layout.
+Saved directories record the sha256 of the data they were built from and the versions of the
+libraries their behaviour depends on; LSTM model directories and the retrieval baseline also record
+and check the sha256 of each of their files (T5 model directories and FAQ indexes do not yet: an FAQ
+index checks only its entries file). This module computes and checks those hashes; it does not know
+any directory's layout.
 """
 
 from __future__ import annotations

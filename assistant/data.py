@@ -262,6 +262,11 @@ def faq_entry_to_json(entry: FaqEntry) -> dict[str, Any]:
             "examples": list(entry.examples), "meta": entry.meta}
 
 
+def query_to_json(query: Query) -> dict[str, Any]:
+    """The canonical JSON object of a query (what :func:`read_queries` reads back)."""
+    return {"text": query.text, "faq_id": query.faq_id}
+
+
 def write_jsonl(path: str | Path, objects: Sequence[dict[str, Any]]) -> None:
     """Write objects as JSON Lines (UTF-8, non-ASCII kept), replacing the file atomically.
 

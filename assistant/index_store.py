@@ -30,7 +30,15 @@ import bm25s
 import numpy as np
 
 from assistant.artifacts import file_sha256, library_versions
-from assistant.data import FaqEntry, Query, read_faq, read_queries
+from assistant.data import (
+    FaqEntry,
+    Query,
+    faq_entry_to_json,
+    query_to_json,
+    read_faq,
+    read_queries,
+    write_jsonl,
+)
 from assistant.embeddings import load_encoder
 from assistant.errors import RetrievalError
 
@@ -59,11 +67,6 @@ def resolve_index_dir(directory: str | Path) -> Path:
                          "assistant-build-index --faq FILE --out DIR")
 
 
-def _entry_to_json(e: FaqEntry) -> str:
-    return json.dumps({"id": e.id, "question": e.question, "answer": e.answer, "examples": list(e.examples),
-                       "meta": e.meta}, ensure_ascii=False)
-
-
 def write_index(directory: str | Path, *, config: RetrieverConfig, entries: Sequence[FaqEntry],
                 n_texts: int, source: dict[str, Any], bm25: Any, embeddings: np.ndarray | None,
                 calibration: dict[str, Any] | None, calibration_queries: Sequence[Query]) -> None:
@@ -90,15 +93,14 @@ def write_index(directory: str | Path, *, config: RetrieverConfig, entries: Sequ
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
         tmp.chmod(0o755)  # mkdtemp makes it private; an index is read by the server's user too
-        entries_text = "".join(_entry_to_json(e) + "\n" for e in entries)
+        entries_text = "".join(json.dumps(faq_entry_to_json(e), ensure_ascii=False) + "\n" for e in entries)
         (tmp / _ENTRIES).write_text(entries_text, encoding="utf-8")
         if bm25 is not None:
             bm25.save(str(tmp / _BM25_DIR), show_progress=False)
         if embeddings is not None:
             np.save(tmp / _EMBEDDINGS, embeddings)
         if calibration_queries:
-            (tmp / _CAL_QUERIES).write_text("".join(json.dumps({"text": q.text, "faq_id": q.faq_id}, ensure_ascii=False)
-                                                    + "\n" for q in calibration_queries), encoding="utf-8")
+            write_jsonl(tmp / _CAL_QUERIES, [query_to_json(q) for q in calibration_queries])
         manifest = {
             "kind": "faq-index", "format_version": FORMAT_VERSION, "config": dataclasses.asdict(config),
             "faq": {**source, "n_entries": len(entries), "n_texts": n_texts,

@@ -268,6 +268,13 @@ def load_t5_generator(
         CheckpointError: a missing or inconsistent file, a base model that does not fit.
         ModelError / ConfigError: unknown adapter or setting.
     """
+    known = {f for f in T5GenerationSettings.__dataclass_fields__}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown options {unknown} for a t5 model; valid: adapter, extra_adapters, merge, "
+            f"device, {sorted(known)}"
+        )
     path = Path(path)
     manifest = read_manifest_of_kind(path, "t5", FORMAT_VERSION)
     tok_rel = manifest.get("tokenizer", ".")
@@ -302,13 +309,6 @@ def load_t5_generator(
         if adapter is None or len(adapters) > 1:
             raise ModelError("merge=True needs exactly one adapter loaded and selected")
         model, adapter = merge_adapter(model, adapter), None
-    known = {f for f in T5GenerationSettings.__dataclass_fields__}
-    unknown = sorted(set(settings) - known)
-    if unknown:
-        raise ConfigError(
-            f"unknown options {unknown} for a t5 model; valid: adapter, extra_adapters, merge, "
-            f"device, {sorted(known)}"
-        )
     saved = manifest.get("generation") or {}
     gen_settings = dataclass_from_dict(T5GenerationSettings, {**saved, **settings}, str(path / MANIFEST))
     label = "t5" + (f"+lora:{adapter}" if adapter else "") + (" (merged)" if merge else "")

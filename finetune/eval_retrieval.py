@@ -44,7 +44,15 @@ import numpy as np
 from assistant.artifacts import file_sha256
 from assistant.calibration import decision_metrics
 from assistant.config import add_dataclass_arguments, dataclass_from_args
-from assistant.data import FaqEntry, Query, read_faq, read_queries
+from assistant.data import (
+    FaqEntry,
+    Query,
+    faq_entry_to_json,
+    query_to_json,
+    read_faq,
+    read_queries,
+    write_jsonl,
+)
 from assistant.errors import AssistantError, ConfigError
 from assistant.retrieval import FaqIndex, RetrieverConfig
 from finetune.build_index import ranking_metrics, tune_fusion
@@ -100,13 +108,6 @@ def holdout_examples(entries: Sequence[FaqEntry], fraction: float) -> tuple[list
         queries += [Query(text, e.id) for text in ordered[:n]]
         kept.append(dataclasses.replace(e, examples=tuple(x for x in e.examples if x not in held)))
     return kept, queries
-
-
-def write_queries(path: Path, queries: Sequence[Query]) -> None:
-    """Write queries as canonical JSONL (``{"text", "faq_id"}`` per line)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps({"text": q.text, "faq_id": q.faq_id}, ensure_ascii=False) + "\n"
-                            for q in queries), encoding="utf-8")
 
 
 def evaluate_index(index: FaqIndex, queries: Sequence[Query]) -> dict[str, Any]:
@@ -198,14 +199,10 @@ def _run_from_faq(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[s
         raise ConfigError("no queries: give --queries and/or --holdout-examples")
     calibration, evaluation = split_queries(queries, args.calibration_fraction)
     if args.write_splits is not None:
-        write_queries(args.write_splits / "calibration.jsonl", calibration)
-        write_queries(args.write_splits / "evaluation.jsonl", evaluation)
+        write_jsonl(args.write_splits / "calibration.jsonl", [query_to_json(q) for q in calibration])
+        write_jsonl(args.write_splits / "evaluation.jsonl", [query_to_json(q) for q in evaluation])
         if args.holdout_examples is not None:
-            args.write_splits.mkdir(parents=True, exist_ok=True)
-            (args.write_splits / "faq-kept.jsonl").write_text(
-                "".join(json.dumps({"id": e.id, "question": e.question, "answer": e.answer,
-                                    "examples": list(e.examples), "meta": e.meta}, ensure_ascii=False) + "\n"
-                        for e in entries), encoding="utf-8")
+            write_jsonl(args.write_splits / "faq-kept.jsonl", [faq_entry_to_json(e) for e in entries])
     needs = {c for m in args.methods for c in RetrieverConfig(method=m).components}
     base_method = "hybrid" if needs == {"bm25", "dense"} else next(iter(needs))
     start = time.perf_counter()
