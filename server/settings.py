@@ -15,6 +15,7 @@ This module reads the environment only when :func:`load_settings` is called; it 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -289,7 +290,7 @@ class Settings:
             f"at least 4 x max_text_chars = {4 * self.max_text_chars} so a longest UTF-8 text fits",
         )
 
-    @property
+    @functools.cached_property
     def allowed_origins(self) -> tuple[str, ...]:
         """The ``cors_origins`` setting as a tuple (empty: CORS off)."""
         return tuple(o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip())
