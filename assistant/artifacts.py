@@ -45,8 +45,10 @@ def verify_files(directory: str | Path, files: Mapping[str, str], manifest_name:
             raise CheckpointError(f"{directory}: missing {name} (listed in {manifest_name})")
         actual = file_sha256(file)
         if actual != expected:
-            raise CheckpointError(f"{file}: sha256 {actual[:12]}… differs from the manifest's {str(expected)[:12]}…; "
-                                  f"the file was changed or comes from another build")
+            raise CheckpointError(
+                f"{file}: sha256 {actual[:12]}… differs from the manifest's {str(expected)[:12]}…; "
+                f"the file was changed or comes from another build"
+            )
 
 
 def library_versions(*distributions: str) -> dict[str, str]:

@@ -1,7 +1,7 @@
 """Build command-line interfaces from typed config dataclasses, so help text lives in one place.
 
-Each component owns its config dataclass (``Seq2SeqConfig`` in ``assistant/seq2seq/config.py``,
-``RetrieverConfig`` in ``assistant/retrieval.py``, ...). Every field carries its help text in
+Each component owns its config dataclass (``Seq2SeqConfig`` in ``assistant/generators/lstm/config.py``,
+``RetrieverConfig`` in ``assistant/retrieval/index.py``, ...). Every field carries its help text in
 ``field(metadata={"help": ...})`` and the dataclass validates itself in ``__post_init__`` by raising
 ``ConfigError``. This module only turns such dataclasses into ``argparse`` flags and back; it reads no
 configuration itself (nothing is read at import time).
@@ -68,16 +68,23 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, prefix: 
         if not f.init:
             continue
         scalar, is_list, _optional = _field_type(cls, f)
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
+        default = (
+            f.default
+            if f.default is not dataclasses.MISSING
+            else (f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        )  # type: ignore[misc]
         flag = "--" + prefix + f.name.replace("_", "-")
         help_text = f.metadata.get("help", "")
         kwargs: dict[str, Any] = {"dest": prefix.replace("-", "_") + f.name, "default": default}
         hints = typing.get_type_hints(cls)
         literal_args = _literal_choices(hints[f.name])
         if scalar is bool:
-            group.add_argument(flag, action=argparse.BooleanOptionalAction,
-                               help=f"{help_text} (default: {default})", **kwargs)
+            group.add_argument(
+                flag,
+                action=argparse.BooleanOptionalAction,
+                help=f"{help_text} (default: {default})",
+                **kwargs,
+            )
             continue
         if literal_args:
             kwargs["choices"] = literal_args
@@ -113,7 +120,11 @@ def dataclass_from_args(cls: type[T], args: argparse.Namespace, prefix: str = ""
         value = getattr(args, prefix.replace("-", "_") + f.name)
         _scalar, is_list, _ = _field_type(cls, f)
         if is_list and value is not None:
-            value = tuple(value) if typing.get_origin(typing.get_type_hints(cls)[f.name]) is tuple else list(value)
+            value = (
+                tuple(value)
+                if typing.get_origin(typing.get_type_hints(cls)[f.name]) is tuple
+                else list(value)
+            )
         values[f.name] = value
     return cls(**values)
 
@@ -132,7 +143,9 @@ def dataclass_from_dict(cls: type[T], data: dict[str, Any], where: str) -> T:
     names = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(f"{where}: unknown {cls.__name__} fields {unknown}; valid fields are {sorted(names)}")
+        raise ConfigError(
+            f"{where}: unknown {cls.__name__} fields {unknown}; valid fields are {sorted(names)}"
+        )
     values = {}
     hints = typing.get_type_hints(cls)
     for key, value in data.items():

@@ -1,4 +1,4 @@
-"""Read and validate the canonical JSONL formats, and build reply-model examples from dialogs.
+"""Read and validate the canonical JSONL formats (dialogs, FAQ entries, query sets), and write them.
 
 Formats (one JSON object per line, UTF-8; see ``docs/data.md``):
 
@@ -9,9 +9,8 @@ Formats (one JSON object per line, UTF-8; see ``docs/data.md``):
 A malformed line raises :class:`~assistant.errors.DataError` naming the file, the 1-based line
 number, the field and what was expected; nothing is skipped silently. Blank lines are allowed.
 
-This module also defines how a dialog context becomes model input text (:func:`format_context`),
-shared by every reply model so that the LSTM, T5 and the retrieval baseline see the same thing.
-It does not tokenize, and it does not scrub personal data (see ``assistant/scrub.py``).
+How a dialog becomes model input (markers, examples, :func:`~assistant.model_input.format_context`)
+is ``assistant/model_input.py``. This module does not scrub personal data (``assistant/ingest/scrub.py``).
 """
 
 from __future__ import annotations
@@ -26,12 +25,6 @@ from assistant.errors import DataError
 
 Role = Literal["customer", "agent"]
 ROLES: tuple[str, ...] = ("customer", "agent")
-
-#: Marker put before each turn's text in model input; also SentencePiece user-defined symbols.
-ROLE_MARKERS: dict[str, str] = {"customer": "<customer>", "agent": "<agent>"}
-#: Marker put before the grounding FAQ answer in model input.
-FAQ_MARKER = "<faq>"
-SPECIAL_MARKERS: tuple[str, ...] = (ROLE_MARKERS["customer"], ROLE_MARKERS["agent"], FAQ_MARKER)
 
 
 @dataclass(frozen=True)
@@ -81,23 +74,6 @@ class Query:
 
     text: str
     faq_id: str | None
-
-
-@dataclass(frozen=True)
-class Example:
-    """A reply-model training example: the turns before an agent turn, and that agent turn.
-
-    Attributes:
-        dialog_id: the dialog it came from.
-        turn_index: index of the target agent turn in the dialog (0-based).
-        context: the preceding turns, oldest first (at most ``max_context_turns``).
-        target: the agent turn's text.
-    """
-
-    dialog_id: str
-    turn_index: int
-    context: tuple[Turn, ...]
-    target: str
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -253,13 +229,22 @@ def read_queries(path: str | Path, faq_ids: Sequence[str] | None = None) -> list
 
 def dialog_to_json(dialog: Dialog) -> dict[str, Any]:
     """The canonical JSON object of a dialog (what :func:`parse_dialog` reads back)."""
-    return {"id": dialog.id, "turns": [{"role": t.role, "text": t.text} for t in dialog.turns], "meta": dialog.meta}
+    return {
+        "id": dialog.id,
+        "turns": [{"role": t.role, "text": t.text} for t in dialog.turns],
+        "meta": dialog.meta,
+    }
 
 
 def faq_entry_to_json(entry: FaqEntry) -> dict[str, Any]:
     """The canonical JSON object of an FAQ entry (what :func:`parse_faq_entry` reads back)."""
-    return {"id": entry.id, "question": entry.question, "answer": entry.answer,
-            "examples": list(entry.examples), "meta": entry.meta}
+    return {
+        "id": entry.id,
+        "question": entry.question,
+        "answer": entry.answer,
+        "examples": list(entry.examples),
+        "meta": entry.meta,
+    }
 
 
 def query_to_json(query: Query) -> dict[str, Any]:
@@ -280,49 +265,3 @@ def write_jsonl(path: str | Path, objects: Sequence[dict[str, Any]]) -> None:
         for obj in objects:
             fh.write(json.dumps(obj, ensure_ascii=False) + "\n")
     tmp.replace(path)
-
-
-def build_examples(dialogs: Sequence[Dialog], max_context_turns: int) -> list[Example]:
-    """Turn dialogs into (context → agent reply) examples, one per agent turn.
-
-    An agent turn with no earlier turn (an opening greeting) has an empty context and is kept: the
-    model learns to open a conversation too.
-
-    Args:
-        dialogs: validated dialogs.
-        max_context_turns: keep at most this many turns before each agent turn (the most recent).
-
-    Raises:
-        DataError: ``max_context_turns`` is below 1.
-    """
-    if max_context_turns < 1:
-        raise DataError(f"max_context_turns must be >= 1, got {max_context_turns}")
-    examples = []
-    for dialog in dialogs:
-        for i, turn in enumerate(dialog.turns):
-            if turn.role != "agent":
-                continue
-            context = dialog.turns[max(0, i - max_context_turns):i]
-            examples.append(Example(dialog_id=dialog.id, turn_index=i, context=context, target=turn.text))
-    return examples
-
-
-def format_context(turns: Sequence[Turn], grounding: str | None = None) -> str:
-    """Render dialog turns (and an optional FAQ answer to ground on) as one model-input string.
-
-    The format, shared by every reply model::
-
-        <customer> {text} <agent> {text} ... <customer> {text} <faq> {answer}
-
-    The ``<faq>`` part comes last and only when ``grounding`` is given. Models that must shorten the
-    input drop tokens from the left, so the oldest turns go first and the latest customer message and
-    the grounding answer are kept.
-
-    Args:
-        turns: oldest first.
-        grounding: the FAQ answer the reply should be grounded on, if any.
-    """
-    parts = [f"{ROLE_MARKERS[t.role]} {t.text}" for t in turns]
-    if grounding:
-        parts.append(f"{FAQ_MARKER} {grounding.strip()}")
-    return " ".join(parts)

@@ -19,7 +19,7 @@ Routing, in order:
 
 ``Reply.confidence`` is the confidence of the route taken; for a fallback, the highest confidence
 that was rejected (0 if nothing was tried). This module neither stores history (the server does) nor
-knows how any model works (``assistant/generator.py``).
+knows how any model works (``assistant/generators/base.py``).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from typing import Literal
 from assistant.config import require
 from assistant.data import ROLES, Turn
 from assistant.errors import ConfigError, DataError
-from assistant.generator import GenerationRequest, Generator
-from assistant.retrieval import FaqIndex, Hit
+from assistant.generators.base import GenerationRequest, Generator
+from assistant.retrieval.index import FaqIndex, Hit
 
 DEFAULT_FALLBACK = "I'm not sure about that one — let me connect you with a member of our team."
 
@@ -63,39 +63,73 @@ class Reply:
 class PipelineConfig:
     """How a reply is chosen among FAQ answer, generated reply and handoff."""
 
-    top_k: int = field(default=5, metadata={
-        "help": "FAQ hits retrieved per message (returned with the reply; confidence uses the top 2)"})
-    generator_min_confidence: float = field(default=0.5, metadata={
-        "help": "a generated reply is sent only at or above this confidence in [0, 1] "
-                "(neural models: geometric-mean token probability; retrieval baseline: vote share)"})
-    fallback_text: str = field(default=DEFAULT_FALLBACK, metadata={
-        "help": "what the customer reads when the assistant hands the conversation to a human"})
-    max_history_turns: int = field(default=6, metadata={
-        "help": "earlier turns given to the generator with the new message (0 = only the new message)"})
-    handoff_replies: tuple[str, ...] = field(default=(), metadata={
-        "help": "agent replies that announce a handover to a person, as in your support logs' macros; a "
-                "generated reply with the same words (case, spacing and punctuation ignored) is sent with handoff=true"})
-    ground_with_generator: bool = field(default=False, metadata={
-        "help": "on an FAQ match, let the generator write the reply conditioned on the entry "
-                "instead of sending its answer verbatim (needs a generator)"})
+    top_k: int = field(
+        default=5,
+        metadata={
+            "help": "FAQ hits retrieved per message (returned with the reply; confidence uses the top 2)"
+        },
+    )
+    generator_min_confidence: float = field(
+        default=0.5,
+        metadata={
+            "help": "a generated reply is sent only at or above this confidence in [0, 1] "
+            "(neural models: geometric-mean token probability; retrieval baseline: vote share)"
+        },
+    )
+    fallback_text: str = field(
+        default=DEFAULT_FALLBACK,
+        metadata={"help": "what the customer reads when the assistant hands the conversation to a human"},
+    )
+    max_history_turns: int = field(
+        default=6,
+        metadata={
+            "help": "earlier turns given to the generator with the new message (0 = only the new message)"
+        },
+    )
+    handoff_replies: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "agent replies that announce a handover to a person, as in your support logs' macros; a "
+            "generated reply with the same words (case, spacing and punctuation ignored) is sent with handoff=true"
+        },
+    )
+    ground_with_generator: bool = field(
+        default=False,
+        metadata={
+            "help": "on an FAQ match, let the generator write the reply conditioned on the entry "
+            "instead of sending its answer verbatim (needs a generator)"
+        },
+    )
 
     def __post_init__(self) -> None:
-        require(isinstance(self.top_k, int) and self.top_k >= 2, f"top_k must be an integer >= 2, got {self.top_k!r}")
-        require(0.0 <= self.generator_min_confidence <= 1.0,
-                f"generator_min_confidence must be in [0, 1], got {self.generator_min_confidence}")
-        require(isinstance(self.fallback_text, str) and bool(self.fallback_text.strip()),
-                "fallback_text must be a non-empty string")
-        require(isinstance(self.max_history_turns, int) and self.max_history_turns >= 0,
-                f"max_history_turns must be an integer >= 0, got {self.max_history_turns!r}")
-        require(all(isinstance(r, str) and r.strip() for r in self.handoff_replies),
-                f"handoff_replies must be non-empty strings, got {self.handoff_replies!r}")
+        require(
+            isinstance(self.top_k, int) and self.top_k >= 2,
+            f"top_k must be an integer >= 2, got {self.top_k!r}",
+        )
+        require(
+            0.0 <= self.generator_min_confidence <= 1.0,
+            f"generator_min_confidence must be in [0, 1], got {self.generator_min_confidence}",
+        )
+        require(
+            isinstance(self.fallback_text, str) and bool(self.fallback_text.strip()),
+            "fallback_text must be a non-empty string",
+        )
+        require(
+            isinstance(self.max_history_turns, int) and self.max_history_turns >= 0,
+            f"max_history_turns must be an integer >= 0, got {self.max_history_turns!r}",
+        )
+        require(
+            all(isinstance(r, str) and r.strip() for r in self.handoff_replies),
+            f"handoff_replies must be non-empty strings, got {self.handoff_replies!r}",
+        )
 
 
 class Pipeline:
     """History + FAQ retrieval + generator → :class:`Reply`. Thread-safe if the index and generator are."""
 
-    def __init__(self, index: FaqIndex | None, generator: Generator | None,
-                 config: PipelineConfig | None = None) -> None:
+    def __init__(
+        self, index: FaqIndex | None, generator: Generator | None, config: PipelineConfig | None = None
+    ) -> None:
         """
         Args:
             index: a calibrated FAQ index, or ``None`` (no FAQ route).
@@ -110,8 +144,10 @@ class Pipeline:
         if index is None and generator is None:
             raise ConfigError("a pipeline needs an FAQ index, a generator, or both")
         if index is not None and index.threshold is None:
-            raise ConfigError("the FAQ index is not calibrated (no confidence threshold); build it with "
-                              "assistant-build-index --queries FILE")
+            raise ConfigError(
+                "the FAQ index is not calibrated (no confidence threshold); build it with "
+                "assistant-build-index --queries FILE"
+            )
         if self.config.ground_with_generator and generator is None:
             raise ConfigError("ground_with_generator needs a generator")
         self.index = index
@@ -129,7 +165,9 @@ class Pipeline:
             raise DataError(f"message text must be a non-empty string, got {text!r}")
         for i, turn in enumerate(history):
             if not isinstance(turn, Turn) or turn.role not in ROLES or not turn.text.strip():
-                raise DataError(f"history[{i}] must be a Turn with role in {list(ROLES)} and non-empty text, got {turn!r}")
+                raise DataError(
+                    f"history[{i}] must be a Turn with role in {list(ROLES)} and non-empty text, got {turn!r}"
+                )
         text = text.strip()
         n = self.config.max_history_turns
         context = (tuple(history[-n:]) if n else ()) + (Turn("customer", text),)

@@ -1,6 +1,6 @@
 """Benchmark: teacher-forced training of the LSTM decoder, fused over the target vs step by step.
 
-The decoder (``assistant/seq2seq/decoder.py``) puts attention after the LSTM, so teacher forcing
+The decoder (``assistant/generators/lstm/decoder.py``) puts attention after the LSTM, so teacher forcing
 runs one fused ``nn.LSTM`` call over the whole target. The peer is the same model, same weights,
 run one target position at a time (what an ``LSTMCell`` loop, or input feeding, forces). Both do a
 forward and backward pass over the same batch; the script checks they compute the same loss, then
@@ -17,8 +17,8 @@ import time
 
 import torch
 
-from assistant.seq2seq.config import Seq2SeqConfig
-from assistant.seq2seq.model import Seq2SeqModel
+from assistant.generators.lstm.config import Seq2SeqConfig
+from assistant.generators.lstm.model import Seq2SeqModel
 
 
 def teacher_forced_loss(model: Seq2SeqModel, src, lengths, tgt_in, tgt_out, stepwise: bool) -> torch.Tensor:
@@ -57,8 +57,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    config = Seq2SeqConfig(emb_size=256, hidden_size=args.hidden, dropout=0.0,
-                           max_source_len=args.src_len, max_target_len=args.tgt_len)
+    config = Seq2SeqConfig(
+        emb_size=256,
+        hidden_size=args.hidden,
+        dropout=0.0,
+        max_source_len=args.src_len,
+        max_target_len=args.tgt_len,
+    )
     model = Seq2SeqModel(config, vocab_size=args.vocab, pad_id=0)
     src = torch.randint(4, args.vocab, (args.batch, args.src_len))
     lengths = torch.full((args.batch,), args.src_len)
@@ -68,18 +73,23 @@ def main() -> None:
     fused = teacher_forced_loss(model, src, lengths, tgt_in, tgt_out, stepwise=False)
     stepwise = teacher_forced_loss(model, src, lengths, tgt_in, tgt_out, stepwise=True)
     if not torch.allclose(fused, stepwise, atol=1e-4):
-        raise SystemExit(f"the two paths disagree: fused loss {fused.item():.6f}, stepwise {stepwise.item():.6f}")
+        raise SystemExit(
+            f"the two paths disagree: fused loss {fused.item():.6f}, stepwise {stepwise.item():.6f}"
+        )
 
     def run(stepwise: bool):
         def once():
             model.zero_grad(set_to_none=True)
             teacher_forced_loss(model, src, lengths, tgt_in, tgt_out, stepwise).backward()
+
         return once
 
     fused_ms = time_it(run(False), args.repeats)
     step_ms = time_it(run(True), args.repeats)
-    print(f"batch {args.batch}, src {args.src_len}, tgt {args.tgt_len}, vocab {args.vocab}, hidden {args.hidden}, "
-          f"{args.threads} thread(s); same loss {fused.item():.4f}")
+    print(
+        f"batch {args.batch}, src {args.src_len}, tgt {args.tgt_len}, vocab {args.vocab}, hidden {args.hidden}, "
+        f"{args.threads} thread(s); same loss {fused.item():.4f}"
+    )
     print(f"fused decoder (ours)      : {fused_ms:8.1f} ms per forward+backward")
     print(f"step-by-step decoder (peer): {step_ms:8.1f} ms per forward+backward")
     print(f"speed-up: {step_ms / fused_ms:.2f}x")

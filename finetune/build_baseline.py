@@ -2,7 +2,7 @@
 
     python -m finetune.build_baseline --train dialogs.jsonl --out models/baseline [--top-k 10 ...]
 
-No training happens: every agent turn of the dialogs is indexed with BM25 (``assistant/baseline.py``).
+No training happens: every agent turn of the dialogs is indexed with BM25 (``assistant/generators/baseline.py``).
 The manifest records the dialogs file's path and sha256. This command does not evaluate the model
 (``python -m finetune.evaluate`` does).
 """
@@ -15,10 +15,11 @@ import time
 from pathlib import Path
 
 from assistant.artifacts import file_sha256
-from assistant.baseline import BaselineConfig, RetrievalBaseline
 from assistant.config import add_dataclass_arguments, dataclass_from_args
-from assistant.data import build_examples, read_dialogs
+from assistant.data import read_dialogs
 from assistant.errors import AssistantError
+from assistant.generators.baseline import BaselineConfig, RetrievalBaseline
+from assistant.model_input import build_examples
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,11 +27,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="assistant-build-baseline",
         description="Build the BM25 retrieval baseline (no training) from support dialogs and save it "
-                    "as a model directory that `assistant-eval` and the server can load.")
-    parser.add_argument("--train", type=Path, required=True,
-                        help="dialogs JSONL file whose agent turns become the retrievable replies")
-    parser.add_argument("--out", type=Path, required=True,
-                        help="model directory to write (created; an existing retrieval-baseline dir is replaced)")
+        "as a model directory that `assistant-eval` and the server can load.",
+    )
+    parser.add_argument(
+        "--train",
+        type=Path,
+        required=True,
+        help="dialogs JSONL file whose agent turns become the retrievable replies",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="model directory to write (created; an existing retrieval-baseline dir is replaced)",
+    )
     add_dataclass_arguments(parser, BaselineConfig)
     return parser
 
@@ -43,8 +53,15 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         dialogs = read_dialogs(args.train)
         n_examples = len(build_examples(dialogs, config.max_context_turns))
-        data = [{"role": "train", "path": str(args.train.resolve()), "sha256": file_sha256(args.train),
-                 "dialogs": len(dialogs), "examples": n_examples}]
+        data = [
+            {
+                "role": "train",
+                "path": str(args.train.resolve()),
+                "sha256": file_sha256(args.train),
+                "dialogs": len(dialogs),
+                "examples": n_examples,
+            }
+        ]
         model = RetrievalBaseline.build(dialogs, config, data=data)
         model.save(args.out)
         seconds = time.perf_counter() - start

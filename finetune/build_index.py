@@ -31,14 +31,16 @@ import numpy as np
 from assistant.config import add_dataclass_arguments, dataclass_from_args
 from assistant.data import Query, read_queries
 from assistant.errors import AssistantError, ConfigError
-from assistant.generator import MANIFEST
-from assistant.index_store import INDEX_SUBDIR
-from assistant.retrieval import FaqIndex, Hit, RetrieverConfig, rebuild_index
+from assistant.generators.base import MANIFEST
+from assistant.retrieval.index import FaqIndex, Hit, RetrieverConfig, rebuild_index
+from assistant.retrieval.store import INDEX_SUBDIR
 from finetune.cli import add_threads_argument, apply_threads
 
 #: the fusion settings :func:`tune_fusion` tries.
 FUSION_GRID: tuple[tuple[str, float], ...] = tuple(
-    [("convex", round(w, 1)) for w in np.arange(0.0, 1.01, 0.1)] + [("rrf", round(w, 1)) for w in (0.3, 0.5, 0.7)])
+    [("convex", round(w, 1)) for w in np.arange(0.0, 1.01, 0.1)]
+    + [("rrf", round(w, 1)) for w in (0.3, 0.5, 0.7)]
+)
 
 
 def ranking_metrics(hit_lists: Sequence[Sequence[Hit]], queries: Sequence[Query]) -> dict[str, float | None]:
@@ -51,13 +53,16 @@ def ranking_metrics(hit_lists: Sequence[Sequence[Hit]], queries: Sequence[Query]
         ranks.append(ids.index(q.faq_id) + 1 if q.faq_id in ids else None)
     if not ranks:
         return {"hit@1": None, "hit@5": None, "mrr@10": None}
-    return {"hit@1": float(np.mean([r == 1 for r in ranks])),
-            "hit@5": float(np.mean([r is not None and r <= 5 for r in ranks])),
-            "mrr@10": float(np.mean([1.0 / r if r else 0.0 for r in ranks]))}
+    return {
+        "hit@1": float(np.mean([r == 1 for r in ranks])),
+        "hit@5": float(np.mean([r is not None and r <= 5 for r in ranks])),
+        "mrr@10": float(np.mean([1.0 / r if r else 0.0 for r in ranks])),
+    }
 
 
-def tune_fusion(index: FaqIndex, queries: Sequence[Query],
-                components: dict[str, np.ndarray] | None = None) -> tuple[FaqIndex, list[dict[str, Any]]]:
+def tune_fusion(
+    index: FaqIndex, queries: Sequence[Query], components: dict[str, np.ndarray] | None = None
+) -> tuple[FaqIndex, list[dict[str, Any]]]:
     """Choose the hybrid's ``(fusion, dense_weight)`` from :data:`FUSION_GRID` by hit@1 (then MRR@10).
 
     Args:
@@ -91,20 +96,42 @@ def _out_dir(out: Path) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="assistant-build-index", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="assistant-build-index",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--faq", type=Path, required=True, help="FAQ JSONL file")
-    parser.add_argument("--out", type=Path, required=True,
-                        help="index directory, or a model directory (index saved in its faq-index/)")
-    parser.add_argument("--queries", type=Path, default=None,
-                        help="calibration queries JSONL (faq_id null = out of scope); without it the index is uncalibrated")
-    parser.add_argument("--rebuild", action="store_true",
-                        help="rebuild the index in --out from a changed --faq, keeping its config and calibration queries")
-    parser.add_argument("--reuse-embeddings", type=Path, default=None,
-                        help="an existing index whose embeddings of identical texts are reused instead of re-encoded")
-    parser.add_argument("--tune-fusion", action=argparse.BooleanOptionalAction, default=None,
-                        help="hybrid: choose fusion and dense weight on the --queries by hit@1 "
-                             "(default: on when --method hybrid and --queries are given)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="index directory, or a model directory (index saved in its faq-index/)",
+    )
+    parser.add_argument(
+        "--queries",
+        type=Path,
+        default=None,
+        help="calibration queries JSONL (faq_id null = out of scope); without it the index is uncalibrated",
+    )
+    parser.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="rebuild the index in --out from a changed --faq, keeping its config and calibration queries",
+    )
+    parser.add_argument(
+        "--reuse-embeddings",
+        type=Path,
+        default=None,
+        help="an existing index whose embeddings of identical texts are reused instead of re-encoded",
+    )
+    parser.add_argument(
+        "--tune-fusion",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="hybrid: choose fusion and dense weight on the --queries by hit@1 "
+        "(default: on when --method hybrid and --queries are given)",
+    )
     add_threads_argument(parser, "the dense encoder")
     add_dataclass_arguments(parser, RetrieverConfig)
     return parser
@@ -117,14 +144,21 @@ def main(argv: list[str] | None = None) -> int:
         out = _out_dir(args.out)
         if args.rebuild:
             if args.queries is not None or args.tune_fusion is not None:
-                raise ConfigError("--rebuild keeps the saved calibration queries and fusion; "
-                                  "drop --queries/--tune-fusion, or build afresh without --rebuild")
-            changed = [f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(RetrieverConfig)
-                       if getattr(args, f.name) != f.default]
+                raise ConfigError(
+                    "--rebuild keeps the saved calibration queries and fusion; "
+                    "drop --queries/--tune-fusion, or build afresh without --rebuild"
+                )
+            changed = [
+                f"--{f.name.replace('_', '-')}"
+                for f in dataclasses.fields(RetrieverConfig)
+                if getattr(args, f.name) != f.default
+            ]
             if changed or args.reuse_embeddings is not None:
-                raise ConfigError(f"--rebuild keeps the index's own retriever config; drop "
-                                  f"{changed + (['--reuse-embeddings'] if args.reuse_embeddings else [])}, "
-                                  "or build afresh without --rebuild")
+                raise ConfigError(
+                    f"--rebuild keeps the index's own retriever config; drop "
+                    f"{changed + (['--reuse-embeddings'] if args.reuse_embeddings else [])}, "
+                    "or build afresh without --rebuild"
+                )
             index = rebuild_index(out, args.faq, progress=True)
         else:
             config = dataclass_from_args(RetrieverConfig, args)
@@ -134,8 +168,10 @@ def main(argv: list[str] | None = None) -> int:
                 queries = read_queries(args.queries, faq_ids=[e.id for e in index.entries])
                 if args.tune_fusion or (args.tune_fusion is None and config.method == "hybrid"):
                     index, rows = tune_fusion(index, queries)
-                    print(f"fusion: {index.config.fusion}, dense_weight {index.config.dense_weight} "
-                          f"(best hit@1 of {len(rows)} settings on the calibration queries)")
+                    print(
+                        f"fusion: {index.config.fusion}, dense_weight {index.config.dense_weight} "
+                        f"(best hit@1 of {len(rows)} settings on the calibration queries)"
+                    )
                 index.calibrate(queries)
             elif args.tune_fusion:
                 raise ConfigError("--tune-fusion needs --queries")
@@ -143,18 +179,27 @@ def main(argv: list[str] | None = None) -> int:
     except AssistantError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    summary = {"index": str(out), "entries": len(index.entries), "texts": len(index.texts),
-               "config": dataclasses.asdict(index.config),
-               "calibration": None if index.calibration is None else index.calibration["report"]}
+    summary = {
+        "index": str(out),
+        "entries": len(index.entries),
+        "texts": len(index.texts),
+        "config": dataclasses.asdict(index.config),
+        "calibration": None if index.calibration is None else index.calibration["report"],
+    }
     print(json.dumps(summary, indent=2))
     if index.calibration is None:
-        print("note: no --queries, so the index is uncalibrated; the reply pipeline needs a calibrated index",
-              file=sys.stderr)
+        print(
+            "note: no --queries, so the index is uncalibrated; the reply pipeline needs a calibrated index",
+            file=sys.stderr,
+        )
     elif index.calibration["report"].get("n_out_of_scope", 0) == 0:
-        print("warning: the calibration queries have no out-of-scope examples (faq_id null), so the threshold "
-              "only separates right from wrong top-1 hits and off-topic messages can still get an FAQ answer "
-              "(measured: 5.4% of STAR customer turns answered from StackFAQ). Add queries your FAQ should "
-              "not answer.", file=sys.stderr)
+        print(
+            "warning: the calibration queries have no out-of-scope examples (faq_id null), so the threshold "
+            "only separates right from wrong top-1 hits and off-topic messages can still get an FAQ answer "
+            "(measured: 5.4% of STAR customer turns answered from StackFAQ). Add queries your FAQ should "
+            "not answer.",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -12,9 +12,13 @@ from assistant.errors import ConfigError
 
 def add_threads_argument(parser: argparse.ArgumentParser, what: str) -> None:
     """Add ``--threads N``: PyTorch intra-op threads for ``what`` (default: PyTorch's choice)."""
-    parser.add_argument("--threads", type=int, default=None,
-                        help=f"torch intra-op threads for {what} (torch.set_num_threads; default: torch's "
-                             "choice); on a shared CPU, 1 is often faster for small batches")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help=f"torch intra-op threads for {what} (torch.set_num_threads; default: torch's "
+        "choice); on a shared CPU, 1 is often faster for small batches",
+    )
 
 
 def apply_threads(threads: int | None) -> None:

@@ -42,7 +42,6 @@ from typing import Any
 import numpy as np
 
 from assistant.artifacts import file_sha256
-from assistant.calibration import decision_metrics
 from assistant.config import add_dataclass_arguments, dataclass_from_args
 from assistant.data import (
     FaqEntry,
@@ -54,7 +53,8 @@ from assistant.data import (
     write_jsonl,
 )
 from assistant.errors import AssistantError, ConfigError
-from assistant.retrieval import FaqIndex, RetrieverConfig
+from assistant.retrieval.calibration import decision_metrics
+from assistant.retrieval.index import FaqIndex, RetrieverConfig
 from finetune.build_index import ranking_metrics, tune_fusion
 from finetune.cli import add_threads_argument, apply_threads
 
@@ -122,11 +122,15 @@ def evaluate_index(index: FaqIndex, queries: Sequence[Query]) -> dict[str, Any]:
         t0 = time.perf_counter()
         index.search(text, k=k)
         latencies.append(time.perf_counter() - t0)
-    result: dict[str, Any] = {"method": index.config.method, "n_queries": len(queries),
-                              "n_out_of_scope": sum(q.faq_id is None for q in queries),
-                              **ranking_metrics(hits, queries),
-                              "queries_per_s": len(texts) / elapsed, "latency_ms_p50": 1000 * float(np.median(latencies)),
-                              "threshold": index.threshold}
+    result: dict[str, Any] = {
+        "method": index.config.method,
+        "n_queries": len(queries),
+        "n_out_of_scope": sum(q.faq_id is None for q in queries),
+        **ranking_metrics(hits, queries),
+        "queries_per_s": len(texts) / elapsed,
+        "latency_ms_p50": 1000 * float(np.median(latencies)),
+        "threshold": index.threshold,
+    }
     if index.threshold is not None:
         in_scope = np.array([q.faq_id is not None for q in queries])
         correct = np.array([h[0].faq_id == q.faq_id for h, q in zip(hits, queries, strict=True)])
@@ -144,10 +148,20 @@ def _fmt(value: Any) -> str:
 
 def markdown_table(title: str, results: Sequence[dict[str, Any]]) -> str:
     """One Markdown table, one row per retriever."""
-    cols = [("retriever", "name"), ("hit@1", "hit@1"), ("hit@5", "hit@5"), ("MRR@10", "mrr@10"),
-            ("threshold", "threshold"), ("in-scope acc.", "in_scope_accuracy"), ("answered prec.", "answered_precision"),
-            ("OOS recall", "oos_recall"), ("OOS prec.", "oos_precision"), ("OOS AUROC", "oos_auroc"),
-            ("queries/s", "queries_per_s"), ("p50 ms", "latency_ms_p50")]
+    cols = [
+        ("retriever", "name"),
+        ("hit@1", "hit@1"),
+        ("hit@5", "hit@5"),
+        ("MRR@10", "mrr@10"),
+        ("threshold", "threshold"),
+        ("in-scope acc.", "in_scope_accuracy"),
+        ("answered prec.", "answered_precision"),
+        ("OOS recall", "oos_recall"),
+        ("OOS prec.", "oos_precision"),
+        ("OOS AUROC", "oos_auroc"),
+        ("queries/s", "queries_per_s"),
+        ("p50 ms", "latency_ms_p50"),
+    ]
     has_oos = any(r.get("n_out_of_scope") for r in results)
     cols = [c for c in cols if has_oos or not c[1].startswith("oos")]
     lines = [f"### {title}", "", "| " + " | ".join(c[0] for c in cols) + " |", "|" + "---|" * len(cols)]
@@ -160,26 +174,54 @@ def markdown_table(title: str, results: Sequence[dict[str, Any]]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="assistant-eval-retrieval", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="assistant-eval-retrieval",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--faq", type=Path, help="FAQ JSONL file: build and compare --methods")
-    source.add_argument("--index", type=Path, nargs="+", help="saved index directories, each at its stored threshold")
+    source.add_argument(
+        "--index", type=Path, nargs="+", help="saved index directories, each at its stored threshold"
+    )
     parser.add_argument("--queries", type=Path, default=None, help="query JSONL (faq_id null = out of scope)")
-    parser.add_argument("--holdout-examples", type=float, default=None,
-                        help="with --faq: hold out this fraction of each entry's examples as queries")
-    parser.add_argument("--calibration-fraction", type=float, default=0.5,
-                        help="with --faq: share of the queries used for calibration (the rest is evaluated)")
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="with --faq: retrievers")
-    parser.add_argument("--tune-fusion", action="store_true",
-                        help="with --faq: choose the hybrid's fusion and dense weight on the calibration part")
-    parser.add_argument("--embedding-cache", type=Path, default=None,
-                        help="with --faq: an index directory whose embeddings of identical texts are reused "
-                             "(written there on the first run); build time then excludes encoding")
-    parser.add_argument("--write-splits", type=Path, default=None,
-                        help="with --faq: write calibration.jsonl and evaluation.jsonl (and, with --holdout-examples, "
-                             "faq-kept.jsonl) to this directory, to build and evaluate a saved index on the same split")
-    parser.add_argument("--name", default=None, help="data set name in the report (default: the FAQ folder name)")
+    parser.add_argument(
+        "--holdout-examples",
+        type=float,
+        default=None,
+        help="with --faq: hold out this fraction of each entry's examples as queries",
+    )
+    parser.add_argument(
+        "--calibration-fraction",
+        type=float,
+        default=0.5,
+        help="with --faq: share of the queries used for calibration (the rest is evaluated)",
+    )
+    parser.add_argument(
+        "--methods", nargs="+", choices=METHODS, default=list(METHODS), help="with --faq: retrievers"
+    )
+    parser.add_argument(
+        "--tune-fusion",
+        action="store_true",
+        help="with --faq: choose the hybrid's fusion and dense weight on the calibration part",
+    )
+    parser.add_argument(
+        "--embedding-cache",
+        type=Path,
+        default=None,
+        help="with --faq: an index directory whose embeddings of identical texts are reused "
+        "(written there on the first run); build time then excludes encoding",
+    )
+    parser.add_argument(
+        "--write-splits",
+        type=Path,
+        default=None,
+        help="with --faq: write calibration.jsonl and evaluation.jsonl (and, with --holdout-examples, "
+        "faq-kept.jsonl) to this directory, to build and evaluate a saved index on the same split",
+    )
+    parser.add_argument(
+        "--name", default=None, help="data set name in the report (default: the FAQ folder name)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the JSON report here")
     parser.add_argument("--markdown", type=Path, default=None, help="write the Markdown table here")
     add_threads_argument(parser, "the dense encoder")
@@ -209,7 +251,9 @@ def _run_from_faq(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[s
     reuse = None
     if args.embedding_cache is not None and args.embedding_cache.is_dir():
         reuse = FaqIndex.load(args.embedding_cache)
-    base = FaqIndex.build(entries, dataclasses.replace(config, method=base_method), reuse=reuse, progress=True)
+    base = FaqIndex.build(
+        entries, dataclasses.replace(config, method=base_method), reuse=reuse, progress=True
+    )
     build_s = time.perf_counter() - start
     if args.embedding_cache is not None and reuse is None:
         base.save(args.embedding_cache)
@@ -220,14 +264,24 @@ def _run_from_faq(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[s
         if method == "hybrid" and args.tune_fusion:
             index, tuning = tune_fusion(index, calibration, components)
         index.calibrate(calibration, hits=index.rank(components, k=min(10, len(entries))))
-        results.append({"name": method, **evaluate_index(index, evaluation),
-                        "calibration": index.calibration["report"]})
-    info = {"faq": str(args.faq), "faq_sha256": file_sha256(args.faq),
-            "queries": None if args.queries is None else str(args.queries),
-            "holdout_examples": args.holdout_examples, "calibration_fraction": args.calibration_fraction,
-            "n_entries": len(entries), "n_indexed_texts": len(base.texts),
-            "n_calibration_queries": len(calibration), "n_evaluation_queries": len(evaluation),
-            "build_seconds_all_retrievers": build_s, "embeddings_reused": reuse is not None, "config": dataclasses.asdict(config), "fusion_tuning": tuning}
+        results.append(
+            {"name": method, **evaluate_index(index, evaluation), "calibration": index.calibration["report"]}
+        )
+    info = {
+        "faq": str(args.faq),
+        "faq_sha256": file_sha256(args.faq),
+        "queries": None if args.queries is None else str(args.queries),
+        "holdout_examples": args.holdout_examples,
+        "calibration_fraction": args.calibration_fraction,
+        "n_entries": len(entries),
+        "n_indexed_texts": len(base.texts),
+        "n_calibration_queries": len(calibration),
+        "n_evaluation_queries": len(evaluation),
+        "build_seconds_all_retrievers": build_s,
+        "embeddings_reused": reuse is not None,
+        "config": dataclasses.asdict(config),
+        "fusion_tuning": tuning,
+    }
     return info, results
 
 
@@ -245,14 +299,21 @@ def main(argv: list[str] | None = None) -> int:
             for directory in args.index:
                 index = FaqIndex.load(directory)
                 queries = read_queries(args.queries, faq_ids=[e.id for e in index.entries])
-                results.append({"name": f"{directory.name} ({index.config.method})", **evaluate_index(index, queries)})
+                results.append(
+                    {"name": f"{directory.name} ({index.config.method})", **evaluate_index(index, queries)}
+                )
             info = {"indexes": [str(d) for d in args.index], "queries": str(args.queries)}
             name = args.name or args.queries.parent.name
     except AssistantError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    report = {"name": name, "date": datetime.now(UTC).isoformat(timespec="seconds"),
-              "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}", **info, "results": results}
+    report = {
+        "name": name,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
+        **info,
+        "results": results,
+    }
     table = markdown_table(name, results)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@
 
 Every agent turn of the dialogs is one example (context = all earlier turns; each model truncates the
 context to what it was trained on). Options narrow the set (``--domain``, ``--limit``). Each model,
-whatever its kind (LSTM, T5+LoRA, retrieval baseline; loaded with ``assistant.generator.load_generator``),
+whatever its kind (LSTM, T5+LoRA, retrieval baseline; loaded with ``assistant.generators.loader.load_generator``),
 generates a reply per example in batches, and is scored with ``finetune/metrics.py``: corpus BLEU
 (sacrebleu, 13a), ROUGE-L F, token F1 (ParlAI), perplexity where the model defines a likelihood,
 average reply length in words, and replies per second (wall clock of generation only).
@@ -34,9 +34,11 @@ from tqdm import tqdm
 
 from assistant.artifacts import file_sha256
 from assistant.config import add_dataclass_arguments, dataclass_from_args, require
-from assistant.data import Dialog, Example, build_examples, format_context, read_dialogs
+from assistant.data import Dialog, read_dialogs
 from assistant.errors import AssistantError, ConfigError, DataError, ModelError
-from assistant.generator import GenerationRequest, Generator, load_generator, read_manifest
+from assistant.generators.base import GenerationRequest, Generator, read_manifest
+from assistant.generators.loader import load_generator
+from assistant.model_input import Example, build_examples, format_context
 from finetune import metrics
 from finetune.cli import add_threads_argument, apply_threads
 
@@ -49,15 +51,29 @@ SAMPLES_FILE = "samples.jsonl"
 class EvalConfig:
     """Which examples to evaluate on and how to run the models."""
 
-    domain: str | None = field(default=None, metadata={
-        "help": "keep only dialogs whose meta.domains contains this domain (e.g. bank)"})
-    limit: int | None = field(default=None, metadata={
-        "help": "evaluate only the first N examples (file order, after --domain); all when not given"})
+    domain: str | None = field(
+        default=None,
+        metadata={"help": "keep only dialogs whose meta.domains contains this domain (e.g. bank)"},
+    )
+    limit: int | None = field(
+        default=None,
+        metadata={
+            "help": "evaluate only the first N examples (file order, after --domain); all when not given"
+        },
+    )
     batch_size: int = field(default=64, metadata={"help": "requests per generate() call"})
-    max_context_turns: int = field(default=1000, metadata={
-        "help": "history turns handed to each model (models truncate further to what they were trained on)"})
-    samples: int = field(default=20, metadata={
-        "help": "how many examples (the first ones) to write with every model's reply to samples.jsonl"})
+    max_context_turns: int = field(
+        default=1000,
+        metadata={
+            "help": "history turns handed to each model (models truncate further to what they were trained on)"
+        },
+    )
+    samples: int = field(
+        default=20,
+        metadata={
+            "help": "how many examples (the first ones) to write with every model's reply to samples.jsonl"
+        },
+    )
 
     def __post_init__(self) -> None:
         require(self.domain is None or bool(self.domain.strip()), "domain must be a non-empty string")
@@ -73,23 +89,39 @@ def build_parser() -> argparse.ArgumentParser:
         prog="assistant-eval",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Evaluate reply models of any kind (lstm, t5, retrieval-baseline) on every agent turn\n"
-                    "of a dialogs file. Reports corpus BLEU (sacrebleu, 13a), ROUGE-L F, token F1 (ParlAI),\n"
-                    "perplexity (models with a likelihood), average reply length (words) and replies/s\n"
-                    "(generation wall clock), one row per model in one Markdown table.",
+        "of a dialogs file. Reports corpus BLEU (sacrebleu, 13a), ROUGE-L F, token F1 (ParlAI),\n"
+        "perplexity (models with a likelihood), average reply length (words) and replies/s\n"
+        "(generation wall clock), one row per model in one Markdown table.",
         epilog="example:\n  python -m finetune.evaluate models/baseline-star models/lstm-star \\\n"
-               "      --dialogs ../shared/data/dialogs/star/test.jsonl --names baseline lstm \\\n"
-               "      --generator-option lstm:beam_size=5 --out-dir runs/eval-star")
-    parser.add_argument("models", nargs="+", type=Path, metavar="MODEL_DIR",
-                        help="model directories (each with an assistant.json manifest)")
+        "      --dialogs ../shared/data/dialogs/star/test.jsonl --names baseline lstm \\\n"
+        "      --generator-option lstm:beam_size=5 --out-dir runs/eval-star",
+    )
+    parser.add_argument(
+        "models",
+        nargs="+",
+        type=Path,
+        metavar="MODEL_DIR",
+        help="model directories (each with an assistant.json manifest)",
+    )
     parser.add_argument("--dialogs", type=Path, required=True, help="dialogs JSONL file to evaluate on")
-    parser.add_argument("--names", nargs="+", metavar="NAME",
-                        help="labels for the models, in order (default: each directory's name)")
-    parser.add_argument("--generator-option", action="append", default=[], metavar="[NAME:]KEY=VALUE",
-                        help="option passed to the model loader, e.g. beam_size=5 (all models) or "
-                             "lstm:beam_size=5 (only the model labelled lstm); VALUE is read as JSON "
-                             "when it parses (5, 0.5, true, null), else as a string; repeatable")
-    parser.add_argument("--out-dir", type=Path,
-                        help=f"write {REPORT_JSON}, {REPORT_MD} and {SAMPLES_FILE} here (created)")
+    parser.add_argument(
+        "--names",
+        nargs="+",
+        metavar="NAME",
+        help="labels for the models, in order (default: each directory's name)",
+    )
+    parser.add_argument(
+        "--generator-option",
+        action="append",
+        default=[],
+        metavar="[NAME:]KEY=VALUE",
+        help="option passed to the model loader, e.g. beam_size=5 (all models) or "
+        "lstm:beam_size=5 (only the model labelled lstm); VALUE is read as JSON "
+        "when it parses (5, 0.5, true, null), else as a string; repeatable",
+    )
+    parser.add_argument(
+        "--out-dir", type=Path, help=f"write {REPORT_JSON}, {REPORT_MD} and {SAMPLES_FILE} here (created)"
+    )
     add_threads_argument(parser, "the neural models")
     add_dataclass_arguments(parser, EvalConfig)
     return parser
@@ -111,12 +143,14 @@ def parse_generator_options(raw: Sequence[str], labels: Sequence[str]) -> dict[s
         if not key.isidentifier():
             raise ConfigError(f"--generator-option {item!r}: KEY {key!r} is not a valid option name")
         if colon and label not in options:
-            raise ConfigError(f"--generator-option {item!r}: no model labelled {label!r}; labels are {list(labels)}")
+            raise ConfigError(
+                f"--generator-option {item!r}: no model labelled {label!r}; labels are {list(labels)}"
+            )
         try:
             value: Any = json.loads(value_text)
         except json.JSONDecodeError:
             value = value_text
-        for name in ([label] if colon else labels):
+        for name in [label] if colon else labels:
             options[name][key] = value
     return options
 
@@ -143,16 +177,19 @@ def select_examples(dialogs_path: Path, config: EvalConfig) -> list[Example]:
         present = sorted({str(d) for names in domains.values() for d in names if d})
         dialogs = [d for d in dialogs if config.domain in domains[d.id]]
         if not dialogs:
-            raise DataError(f"{dialogs_path}: no dialog has domain {config.domain!r} in meta.domains; "
-                            f"domains present: {present}")
+            raise DataError(
+                f"{dialogs_path}: no dialog has domain {config.domain!r} in meta.domains; "
+                f"domains present: {present}"
+            )
     examples = build_examples(dialogs, config.max_context_turns)
     if not examples:
         raise DataError(f"{dialogs_path}: the selected dialogs hold no agent turn to evaluate")
     return examples[: config.limit] if config.limit is not None else examples
 
 
-def run_model(generator: Generator, examples: Sequence[Example], batch_size: int,
-              label: str) -> tuple[list[str], list[float], float, tuple[float, int] | None]:
+def run_model(
+    generator: Generator, examples: Sequence[Example], batch_size: int, label: str
+) -> tuple[list[str], list[float], float, tuple[float, int] | None]:
     """Generate a reply per example (timed), and score the references if the model has a likelihood.
 
     Returns:
@@ -167,7 +204,7 @@ def run_model(generator: Generator, examples: Sequence[Example], batch_size: int
     seconds = 0.0
     with tqdm(total=len(requests), desc=f"{label}: generate", unit="reply", file=sys.stderr) as bar:
         for start in range(0, len(requests), batch_size):
-            batch = requests[start:start + batch_size]
+            batch = requests[start : start + batch_size]
             t0 = time.perf_counter()
             out = generator.generate(batch)
             seconds += time.perf_counter() - t0
@@ -181,8 +218,10 @@ def run_model(generator: Generator, examples: Sequence[Example], batch_size: int
         total_nll, n_tokens = 0.0, 0
         with tqdm(total=len(requests), desc=f"{label}: score", unit="reply", file=sys.stderr) as bar:
             for start in range(0, len(requests), batch_size):
-                nll, n = generator.score(requests[start:start + batch_size],
-                                         [e.target for e in examples[start:start + batch_size]])
+                nll, n = generator.score(
+                    requests[start : start + batch_size],
+                    [e.target for e in examples[start : start + batch_size]],
+                )
                 total_nll += nll
                 n_tokens += n
                 bar.update(min(batch_size, len(requests) - start))
@@ -190,8 +229,9 @@ def run_model(generator: Generator, examples: Sequence[Example], batch_size: int
     return replies, confidences, seconds, likelihood
 
 
-def score_replies(replies: Sequence[str], references: Sequence[str], seconds: float,
-                  likelihood: tuple[float, int] | None) -> dict[str, Any]:
+def score_replies(
+    replies: Sequence[str], references: Sequence[str], seconds: float, likelihood: tuple[float, int] | None
+) -> dict[str, Any]:
     """The metrics of one model (see the module docstring); BLEU on 0-100, ROUGE-L and F1 in [0, 1]."""
     bleu = metrics.corpus_bleu(replies, references)
     return {
@@ -208,8 +248,12 @@ def score_replies(replies: Sequence[str], references: Sequence[str], seconds: fl
 
 def machine_info() -> dict[str, Any]:
     """Where the evaluation ran: OS, CPU, core count, Python, and torch's version and threads if loaded."""
-    info: dict[str, Any] = {"platform": platform.platform(), "machine": platform.machine(),
-                            "cpu_count": os.cpu_count(), "python": platform.python_version()}
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+    }
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -242,9 +286,11 @@ def render_markdown(report: dict[str, Any]) -> str:
     ]
     for m in report["models"]:
         s = m["metrics"]
-        lines.append(f"| {m['name']} | {m['kind']} | {s['bleu']:.2f} | {s['rouge_l']:.3f} | {s['token_f1']:.3f} "
-                     f"| {_fmt(s['perplexity'], 2)} | {s['avg_reply_words']:.1f} "
-                     f"| {_fmt(s['replies_per_second'], 1)} |")
+        lines.append(
+            f"| {m['name']} | {m['kind']} | {s['bleu']:.2f} | {s['rouge_l']:.3f} | {s['token_f1']:.3f} "
+            f"| {_fmt(s['perplexity'], 2)} | {s['avg_reply_words']:.1f} "
+            f"| {_fmt(s['replies_per_second'], 1)} |"
+        )
     signatures = sorted({m["metrics"]["bleu_signature"] for m in report["models"]})
     machine = report["machine"]
     lines += [
@@ -254,7 +300,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "wall clock of generation only.",
         f"Date {report['date']}; machine: {machine.get('cpu') or machine['machine']}, "
         f"{machine['cpu_count']} cores, Python {machine['python']}"
-        + (f", torch {machine['torch']} ({machine['torch_threads']} threads)" if "torch" in machine else "") + ".",
+        + (f", torch {machine['torch']} ({machine['torch_threads']} threads)" if "torch" in machine else "")
+        + ".",
     ]
     return "\n".join(lines) + "\n"
 
@@ -269,8 +316,13 @@ def _labels(models: Sequence[Path], names: Sequence[str] | None) -> list[str]:
     return labels
 
 
-def evaluate(models: Sequence[Path], dialogs: Path, config: EvalConfig, names: Sequence[str] | None = None,
-             generator_options: Sequence[str] = ()) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def evaluate(
+    models: Sequence[Path],
+    dialogs: Path,
+    config: EvalConfig,
+    names: Sequence[str] | None = None,
+    generator_options: Sequence[str] = (),
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Evaluate every model on the selected examples.
 
     Returns:
@@ -286,18 +338,33 @@ def evaluate(models: Sequence[Path], dialogs: Path, config: EvalConfig, names: S
     manifests = [read_manifest(m) for m in models]  # fail on a bad directory before any work
     examples = select_examples(dialogs, config)
     references = [e.target for e in examples]
-    samples = [{"dialog_id": e.dialog_id, "turn_index": e.turn_index, "context": format_context(e.context),
-                "reference": e.target, "replies": {}} for e in examples[: config.samples]]
+    samples = [
+        {
+            "dialog_id": e.dialog_id,
+            "turn_index": e.turn_index,
+            "context": format_context(e.context),
+            "reference": e.target,
+            "replies": {},
+        }
+        for e in examples[: config.samples]
+    ]
     results = []
     for model_dir, label, manifest in zip(models, labels, manifests):
         generator = load_generator(model_dir, **options[label])
         replies, confidences, seconds, likelihood = run_model(generator, examples, config.batch_size, label)
         for sample, text, confidence in zip(samples, replies, confidences):
             sample["replies"][label] = {"text": text, "confidence": confidence}
-        results.append({"name": label, "model_dir": str(Path(model_dir).resolve()), "kind": manifest["kind"],
-                        "generator": generator.name, "options": options[label],
-                        "metrics": score_replies(replies, references, seconds, likelihood),
-                        "mean_confidence": sum(confidences) / len(confidences)})
+        results.append(
+            {
+                "name": label,
+                "model_dir": str(Path(model_dir).resolve()),
+                "kind": manifest["kind"],
+                "generator": generator.name,
+                "options": options[label],
+                "metrics": score_replies(replies, references, seconds, likelihood),
+                "mean_confidence": sum(confidences) / len(confidences),
+            }
+        )
     report = {
         "dialogs": str(dialogs),
         "dialogs_sha256": file_sha256(dialogs),
@@ -312,10 +379,14 @@ def evaluate(models: Sequence[Path], dialogs: Path, config: EvalConfig, names: S
     return report, samples
 
 
-def write_outputs(out_dir: Path, report: dict[str, Any], markdown: str, samples: list[dict[str, Any]]) -> None:
+def write_outputs(
+    out_dir: Path, report: dict[str, Any], markdown: str, samples: list[dict[str, Any]]
+) -> None:
     """Write ``report.json``, ``report.md`` and ``samples.jsonl`` (if any samples) into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / REPORT_JSON).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out_dir / REPORT_JSON).write_text(
+        json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     (out_dir / REPORT_MD).write_text(markdown, encoding="utf-8")
     if samples:
         with (out_dir / SAMPLES_FILE).open("w", encoding="utf-8") as fh:

@@ -69,8 +69,10 @@ def token_f1(prediction: str, reference: str) -> float:
 
 def _check_pairs(predictions: Sequence[str], references: Sequence[str]) -> None:
     if len(predictions) != len(references):
-        raise DataError(f"got {len(predictions)} predictions but {len(references)} references; "
-                        "expected one reference per prediction")
+        raise DataError(
+            f"got {len(predictions)} predictions but {len(references)} references; "
+            "expected one reference per prediction"
+        )
     if not predictions:
         raise DataError("no (prediction, reference) pairs to score; expected at least one")
 

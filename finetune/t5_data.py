@@ -6,7 +6,7 @@ stopping, resume), the STAR ``meta.domains`` filter, tokenisation of every agent
 sample, the ``DataLoader`` pair and the data provenance recorded in the manifest.
 
 It does not build or train a model (``finetune/train_t5.py`` runs the accelerate loop,
-``assistant/t5.py`` defines the model and tokenizer) and does not define the dialog format
+``assistant/generators/t5/model.py`` defines the model and tokenizer) and does not define the dialog format
 (``assistant/data.py``).
 """
 
@@ -20,10 +20,11 @@ from torch.utils.data import DataLoader
 
 from assistant.artifacts import file_sha256
 from assistant.config import require
-from assistant.data import Dialog, build_examples, format_context, read_dialogs
+from assistant.data import Dialog, read_dialogs
 from assistant.errors import DataError
-from assistant.t5 import PRESETS, T5GenerationSettings, encode_targets
-from assistant.t5_adapters import check_adapter_name
+from assistant.generators.t5.adapters import check_adapter_name
+from assistant.generators.t5.model import PRESETS, T5GenerationSettings, encode_targets
+from assistant.model_input import build_examples, format_context
 
 
 @dataclass

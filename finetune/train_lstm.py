@@ -7,7 +7,7 @@
 Steps: read dialogs → (context, agent reply) examples → train a SentencePiece tokenizer on the training
 turns → AdamW with linear warmup then linear decay → per epoch: length-bucketed shuffled batches,
 gradient clipping, validation loss and perplexity, the best model saved as a checkpoint
-(``assistant/checkpoint.py``), the full training state saved for ``--resume``, early stopping on
+(``assistant/generators/lstm/checkpoint.py``), the full training state saved for ``--resume``, early stopping on
 validation loss. A time budget (``--max-minutes``, the whole run's, resumes included) stops cleanly
 mid-epoch, keeping the best checkpoint. Target tokens/s is logged and written to the manifest.
 
@@ -38,14 +38,14 @@ import torch
 from tqdm import tqdm
 
 from assistant.artifacts import file_sha256
-from assistant.checkpoint import save_checkpoint
 from assistant.config import add_dataclass_arguments, dataclass_from_args, require
 from assistant.data import read_dialogs
-from assistant.decoding import DecodingConfig
 from assistant.errors import AssistantError, ConfigError
-from assistant.generator import MANIFEST
-from assistant.seq2seq import Seq2SeqConfig, Seq2SeqModel
-from assistant.tokenizer import TOKENIZER_FILE, Tokenizer, TokenizerConfig
+from assistant.generators.base import MANIFEST
+from assistant.generators.decoding import DecodingConfig
+from assistant.generators.lstm import Seq2SeqConfig, Seq2SeqModel
+from assistant.generators.lstm.checkpoint import save_checkpoint
+from assistant.generators.lstm.tokenizer import TOKENIZER_FILE, Tokenizer, TokenizerConfig
 from finetune.cli import add_threads_argument, apply_threads
 from finetune.lstm_data import Batch, collate, encode_examples, load_examples, make_batches
 
@@ -59,15 +59,37 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train": str(ROOT / "data" / "dialogs" / "train.jsonl"),
         "valid": str(ROOT / "data" / "dialogs" / "valid.jsonl"),
         "output_dir": str(ROOT / "models" / "lstm-demo"),
-        "vocab_size": 1000, "emb_size": 128, "hidden_size": 256, "dropout": 0.2,
-        "max_source_len": 96, "max_target_len": 64, "decode_max_len": 64,
-        "batch_size": 16, "lr": 3e-3, "epochs": 10, "patience": 3, "warmup_steps": 30, "max_minutes": 3.0,
+        "vocab_size": 1000,
+        "emb_size": 128,
+        "hidden_size": 256,
+        "dropout": 0.2,
+        "max_source_len": 96,
+        "max_target_len": 64,
+        "decode_max_len": 64,
+        "batch_size": 16,
+        "lr": 3e-3,
+        "epochs": 10,
+        "patience": 3,
+        "warmup_steps": 30,
+        "max_minutes": 3.0,
     },
     "star": {  # STAR (45.8k agent turns, templated replies) in 40 minutes on one shared CPU thread
-        "vocab_size": 4000, "emb_size": 256, "hidden_size": 384, "dropout": 0.1,
-        "max_context_turns": 3, "max_source_len": 64, "max_target_len": 48,
-        "batch_size": 64, "lr": 2e-3, "epochs": 8, "patience": 2, "warmup_steps": 200, "max_minutes": 40.0,
-        "decode_beam_size": 4, "decode_length_penalty": 1.0, "decode_no_repeat_ngram_size": 3,
+        "vocab_size": 4000,
+        "emb_size": 256,
+        "hidden_size": 384,
+        "dropout": 0.1,
+        "max_context_turns": 3,
+        "max_source_len": 64,
+        "max_target_len": 48,
+        "batch_size": 64,
+        "lr": 2e-3,
+        "epochs": 8,
+        "patience": 2,
+        "warmup_steps": 200,
+        "max_minutes": 40.0,
+        "decode_beam_size": 4,
+        "decode_length_penalty": 1.0,
+        "decode_no_repeat_ngram_size": 3,
     },
 }
 
@@ -78,27 +100,42 @@ class TrainConfig:
 
     epochs: int = field(default=10, metadata={"help": "passes over the training examples (upper bound)"})
     max_minutes: float = field(
-        default=0.0, metadata={"help": "wall-clock budget of the whole run in minutes (resumes included); stops "
-                                       "cleanly, keeping the best model; the LR decay follows it; 0 = none"})
+        default=0.0,
+        metadata={
+            "help": "wall-clock budget of the whole run in minutes (resumes included); stops "
+            "cleanly, keeping the best model; the LR decay follows it; 0 = none"
+        },
+    )
     batch_size: int = field(default=64, metadata={"help": "examples per batch"})
     lr: float = field(default=1e-3, metadata={"help": "peak Adam learning rate"})
     warmup_steps: int = field(default=200, metadata={"help": "steps of linear learning-rate warmup"})
     final_lr_ratio: float = field(
-        default=0.05, metadata={"help": "learning rate at the last planned step, as a fraction of --lr (linear decay)"})
+        default=0.05,
+        metadata={"help": "learning rate at the last planned step, as a fraction of --lr (linear decay)"},
+    )
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW decoupled weight decay"})
     clip_norm: float = field(default=1.0, metadata={"help": "clip the global gradient norm to this"})
     patience: int = field(
-        default=3, metadata={"help": "stop after this many epochs without a lower validation loss"})
+        default=3, metadata={"help": "stop after this many epochs without a lower validation loss"}
+    )
     bucket_pool: int = field(
-        default=100, metadata={"help": "batches per length-sorting pool (bigger = less padding, less randomness)"})
+        default=100,
+        metadata={"help": "batches per length-sorting pool (bigger = less padding, less randomness)"},
+    )
     max_train_examples: int = field(
-        default=0, metadata={"help": "use only the first N training examples (quick runs); 0 = all"})
+        default=0, metadata={"help": "use only the first N training examples (quick runs); 0 = all"}
+    )
     max_steps: int = field(
-        default=0, metadata={"help": "stop cleanly (resumable) once this many optimiser steps are done in total; "
-                                     "does not change the learning-rate schedule; 0 = no limit"})
+        default=0,
+        metadata={
+            "help": "stop cleanly (resumable) once this many optimiser steps are done in total; "
+            "does not change the learning-rate schedule; 0 = no limit"
+        },
+    )
     seed: int = field(default=0, metadata={"help": "seed for torch, batching and the tokenizer sample"})
     device: Literal["auto", "cpu", "cuda"] = field(
-        default="auto", metadata={"help": "'auto' uses CUDA when available"})
+        default="auto", metadata={"help": "'auto' uses CUDA when available"}
+    )
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patience", "bucket_pool"):
@@ -106,24 +143,39 @@ class TrainConfig:
         for name in ("max_minutes", "warmup_steps", "weight_decay", "max_train_examples", "max_steps"):
             require(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         require(self.lr > 0, f"lr must be > 0, got {self.lr}")
-        require(0.0 <= self.final_lr_ratio <= 1.0, f"final_lr_ratio must be in [0, 1], got {self.final_lr_ratio}")
+        require(
+            0.0 <= self.final_lr_ratio <= 1.0, f"final_lr_ratio must be in [0, 1], got {self.final_lr_ratio}"
+        )
         require(self.clip_norm > 0, f"clip_norm must be > 0, got {self.clip_norm}")
-        require(self.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {self.device!r}")
+        require(
+            self.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {self.device!r}"
+        )
 
 
 # ----------------------------------------------------------------------------------------------- CLI
 
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser: paths, ``--preset``, ``--resume`` and flags from the config dataclasses."""
-    parser = argparse.ArgumentParser(prog="assistant-train-lstm", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                        help="change defaults for a known setting (explicit flags still win)")
+    parser = argparse.ArgumentParser(
+        prog="assistant-train-lstm",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=None,
+        help="change defaults for a known setting (explicit flags still win)",
+    )
     parser.add_argument("--train", type=Path, default=None, help="training dialogs (JSONL)")
     parser.add_argument("--valid", type=Path, default=None, help="validation dialogs (JSONL)")
     parser.add_argument("--output-dir", type=Path, default=None, help="model directory to write")
-    parser.add_argument("--resume", action="store_true",
-                        help=f"continue from {STATE_FILE} in --output-dir (same flags as the first run)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help=f"continue from {STATE_FILE} in --output-dir (same flags as the first run)",
+    )
     add_dataclass_arguments(parser, TrainConfig)
     add_threads_argument(parser, "training")
     add_dataclass_arguments(parser, TokenizerConfig)
@@ -154,6 +206,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 # ------------------------------------------------------------------------------------------ training
 
+
 @dataclass
 class Budget:
     """The run's wall-clock budget, carried across ``--resume`` invocations.
@@ -180,7 +233,9 @@ class Budget:
         return self.used() >= self.limit_s
 
 
-def lr_factor(step: int, time_fraction: float, warmup_steps: int, total_steps: int, final_ratio: float) -> float:
+def lr_factor(
+    step: int, time_fraction: float, warmup_steps: int, total_steps: int, final_ratio: float
+) -> float:
     """Multiplier of the peak rate: linear warmup, then linear decay to ``final_ratio``.
 
     Decay progress is ``max(steps done / planned steps, time_fraction)`` (see the module docstring).
@@ -191,8 +246,9 @@ def lr_factor(step: int, time_fraction: float, warmup_steps: int, total_steps: i
     return 1.0 - (1.0 - final_ratio) * progress
 
 
-def train_step(model: Seq2SeqModel, optimizer: torch.optim.Optimizer, batch: Batch, clip_norm: float,
-               lr: float) -> float:
+def train_step(
+    model: Seq2SeqModel, optimizer: torch.optim.Optimizer, batch: Batch, clip_norm: float, lr: float
+) -> float:
     """One optimiser step on a batch at learning rate ``lr``; returns the batch's mean token NLL (nats)."""
     model.train()
     for group in optimizer.param_groups:
@@ -207,8 +263,13 @@ def train_step(model: Seq2SeqModel, optimizer: torch.optim.Optimizer, batch: Bat
 
 
 @torch.no_grad()
-def evaluate_loss(model: Seq2SeqModel, pairs: list[tuple[list[int], list[int]]], tokenizer: Tokenizer,
-                  batch_size: int, device: torch.device) -> float:
+def evaluate_loss(
+    model: Seq2SeqModel,
+    pairs: list[tuple[list[int], list[int]]],
+    tokenizer: Tokenizer,
+    batch_size: int,
+    device: torch.device,
+) -> float:
     """Mean NLL per target token (nats, eos included) over ``pairs``; perplexity is its exp."""
     model.eval()
     total, count = 0.0, 0
@@ -246,8 +307,10 @@ def check_resume_configs(saved: dict[str, Any], current: dict[str, Any], path: P
     for name in ("tokenizer", "seq2seq"):
         diff = {k: (saved[name].get(k), v) for k, v in current[name].items() if saved[name].get(k) != v}
         if diff:
-            raise ConfigError(f"{path}: cannot resume, {name} settings differ from the saved run "
-                              f"(field: (saved, now)) {diff}; pass the first run's flags")
+            raise ConfigError(
+                f"{path}: cannot resume, {name} settings differ from the saved run "
+                f"(field: (saved, now)) {diff}; pass the first run's flags"
+            )
 
 
 def resolve_device(name: str) -> torch.device:
@@ -281,16 +344,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     saved = load_train_state(state_path, configs) if args.resume else None
     tokenizer = prepare_tokenizer(args.train, out, tok_cfg, train_cfg.seed, resume=args.resume)
-    train_pairs = encode_examples(load_examples(args.train, model_cfg.max_context_turns, train_cfg.max_train_examples),
-                                  tokenizer, model_cfg)
-    valid_pairs = encode_examples(load_examples(args.valid, model_cfg.max_context_turns), tokenizer, model_cfg)
+    train_pairs = encode_examples(
+        load_examples(args.train, model_cfg.max_context_turns, train_cfg.max_train_examples),
+        tokenizer,
+        model_cfg,
+    )
+    valid_pairs = encode_examples(
+        load_examples(args.valid, model_cfg.max_context_turns), tokenizer, model_cfg
+    )
 
     model = Seq2SeqModel(model_cfg, tokenizer.vocab_size, tokenizer.pad_id).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
-    progress = {"epoch": 0, "next_batch": 0, "step": 0, "best_valid_loss": math.inf, "best_epoch": 0,
-                "bad_epochs": 0, "train_tokens": 0, "train_seconds": 0.0, "budget_used_s": 0.0,
-                "total_steps": math.ceil(len(train_pairs) / train_cfg.batch_size) * train_cfg.epochs,
-                "history": []}
+    progress = {
+        "epoch": 0,
+        "next_batch": 0,
+        "step": 0,
+        "best_valid_loss": math.inf,
+        "best_epoch": 0,
+        "bad_epochs": 0,
+        "train_tokens": 0,
+        "train_seconds": 0.0,
+        "budget_used_s": 0.0,
+        "total_steps": math.ceil(len(train_pairs) / train_cfg.batch_size) * train_cfg.epochs,
+        "history": [],
+    }
     if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
@@ -298,39 +375,67 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         restore_rng(saved["rng"])
         budget.used_before_s = progress["budget_used_s"]
         if budget.exhausted():
-            raise ConfigError(f"--resume: the run already used {budget.used_before_s / 60:.1f} of its "
-                              f"--max-minutes {train_cfg.max_minutes:g}; raise --max-minutes to continue")
+            raise ConfigError(
+                f"--resume: the run already used {budget.used_before_s / 60:.1f} of its "
+                f"--max-minutes {train_cfg.max_minutes:g}; raise --max-minutes to continue"
+            )
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"train examples {len(train_pairs)}, valid {len(valid_pairs)}, vocab {tokenizer.vocab_size}, "
-          f"params {n_params / 1e6:.2f}M, device {device}, threads {torch.get_num_threads()}", flush=True)
+    print(
+        f"train examples {len(train_pairs)}, valid {len(valid_pairs)}, vocab {tokenizer.vocab_size}, "
+        f"params {n_params / 1e6:.2f}M, device {device}, threads {torch.get_num_threads()}",
+        flush=True,
+    )
 
-    data_info = [{"role": role, "path": str(path.resolve()), "sha256": file_sha256(path), "examples": n}
-                 for role, path, n in (("train", args.train, len(train_pairs)),
-                                       ("valid", args.valid, len(valid_pairs)))]
+    data_info = [
+        {"role": role, "path": str(path.resolve()), "sha256": file_sha256(path), "examples": n}
+        for role, path, n in (
+            ("train", args.train, len(train_pairs)),
+            ("valid", args.valid, len(valid_pairs)),
+        )
+    ]
     stop_reason = "epochs"
     while progress["epoch"] < train_cfg.epochs:
         epoch = progress["epoch"]
-        batches = make_batches(train_pairs, train_cfg.batch_size, train_cfg.bucket_pool,
-                               random.Random(train_cfg.seed * 100_003 + epoch))
-        finished_epoch = run_epoch(model, optimizer, train_pairs, batches, tokenizer, device,
-                                   train_cfg, progress, budget)
+        batches = make_batches(
+            train_pairs,
+            train_cfg.batch_size,
+            train_cfg.bucket_pool,
+            random.Random(train_cfg.seed * 100_003 + epoch),
+        )
+        finished_epoch = run_epoch(
+            model, optimizer, train_pairs, batches, tokenizer, device, train_cfg, progress, budget
+        )
         valid_loss = evaluate_loss(model, valid_pairs, tokenizer, train_cfg.batch_size, device)
-        record = {"epoch": epoch + 1 if finished_epoch else epoch + progress["next_batch"] / len(batches),
-                  "step": progress["step"], "train_loss": progress.pop("epoch_loss"),
-                  "valid_loss": valid_loss, "valid_ppl": math.exp(valid_loss),
-                  "lr": optimizer.param_groups[0]["lr"],
-                  "target_tokens_per_s": progress["train_tokens"] / max(progress["train_seconds"], 1e-9),
-                  "elapsed_s": time.monotonic() - start_time}
+        record = {
+            "epoch": epoch + 1 if finished_epoch else epoch + progress["next_batch"] / len(batches),
+            "step": progress["step"],
+            "train_loss": progress.pop("epoch_loss"),
+            "valid_loss": valid_loss,
+            "valid_ppl": math.exp(valid_loss),
+            "lr": optimizer.param_groups[0]["lr"],
+            "target_tokens_per_s": progress["train_tokens"] / max(progress["train_seconds"], 1e-9),
+            "elapsed_s": time.monotonic() - start_time,
+        }
         improved = update_progress(progress, record, finished_epoch)
         if improved:
-            save_checkpoint(out, model, tokenizer, tok_cfg, decode_cfg, data=data_info,
-                            training=training_summary(progress, train_cfg, device, n_params, start_time))
+            save_checkpoint(
+                out,
+                model,
+                tokenizer,
+                tok_cfg,
+                decode_cfg,
+                data=data_info,
+                training=training_summary(progress, train_cfg, device, n_params, start_time),
+            )
         progress["budget_used_s"] = budget.used()
         save_train_state(state_path, model, optimizer, progress, configs)
         log_epoch(out, record, improved)
         if not finished_epoch:
-            stop_reason = "max steps" if train_cfg.max_steps and progress["step"] >= train_cfg.max_steps \
+            stop_reason = (
+                "max steps"
+                if train_cfg.max_steps and progress["step"] >= train_cfg.max_steps
                 else "time budget"
+            )
             break
         if progress["epoch"] >= train_cfg.epochs:
             break
@@ -340,11 +445,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if budget.exhausted():
             stop_reason = "time budget"
             break
-    summary = {**training_summary(progress, train_cfg, device, n_params, start_time), "stop_reason": stop_reason}
+    summary = {
+        **training_summary(progress, train_cfg, device, n_params, start_time),
+        "stop_reason": stop_reason,
+    }
     finalize_manifest(out, summary)
-    print(f"stopped ({stop_reason}); best valid loss {progress['best_valid_loss']:.3f} "
-          f"(ppl {math.exp(progress['best_valid_loss']):.2f}) at epoch {progress['best_epoch']}; "
-          f"model in {out}", flush=True)
+    print(
+        f"stopped ({stop_reason}); best valid loss {progress['best_valid_loss']:.3f} "
+        f"(ppl {math.exp(progress['best_valid_loss']):.2f}) at epoch {progress['best_epoch']}; "
+        f"model in {out}",
+        flush=True,
+    )
     return summary
 
 
@@ -361,13 +472,17 @@ def load_train_state(path: Path, configs: dict[str, Any]) -> dict[str, Any]:
     return saved
 
 
-def prepare_tokenizer(train_path: Path, out: Path, config: TokenizerConfig, seed: int, resume: bool) -> Tokenizer:
+def prepare_tokenizer(
+    train_path: Path, out: Path, config: TokenizerConfig, seed: int, resume: bool
+) -> Tokenizer:
     """Train the tokenizer on every turn of the training dialogs and save it to ``out`` (a new run), or
     load the run's saved one (``resume``). A new run also clears the old epoch log."""
     if resume:
         return Tokenizer.load(out / TOKENIZER_FILE)
     (out / LOG_FILE).unlink(missing_ok=True)
-    tokenizer = Tokenizer.train([t.text for d in read_dialogs(train_path) for t in d.turns], config, seed=seed)
+    tokenizer = Tokenizer.train(
+        [t.text for d in read_dialogs(train_path) for t in d.turns], config, seed=seed
+    )
     tokenizer.save(out / TOKENIZER_FILE)
     return tokenizer
 
@@ -393,23 +508,40 @@ def log_epoch(out: Path, record: dict[str, Any], improved: bool) -> None:
     """Append the epoch's record to ``train-log.jsonl`` and print a one-line summary."""
     with (out / LOG_FILE).open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(record) + "\n")
-    print(f"epoch {record['epoch']:.2f}: train loss {record['train_loss']:.3f}, "
-          f"valid loss {record['valid_loss']:.3f}, valid ppl {record['valid_ppl']:.2f}, lr {record['lr']:.2e}, "
-          f"{record['target_tokens_per_s']:.0f} target tokens/s, {record['elapsed_s'] / 60:.1f} min"
-          f"{' (best, saved)' if improved else ''}", flush=True)
+    print(
+        f"epoch {record['epoch']:.2f}: train loss {record['train_loss']:.3f}, "
+        f"valid loss {record['valid_loss']:.3f}, valid ppl {record['valid_ppl']:.2f}, lr {record['lr']:.2e}, "
+        f"{record['target_tokens_per_s']:.0f} target tokens/s, {record['elapsed_s'] / 60:.1f} min"
+        f"{' (best, saved)' if improved else ''}",
+        flush=True,
+    )
 
 
-def run_epoch(model: Seq2SeqModel, optimizer: torch.optim.Optimizer,
-              pairs: list[tuple[list[int], list[int]]], batches: list[list[int]], tokenizer: Tokenizer,
-              device: torch.device, cfg: TrainConfig, progress: dict[str, Any], budget: Budget) -> bool:
+def run_epoch(
+    model: Seq2SeqModel,
+    optimizer: torch.optim.Optimizer,
+    pairs: list[tuple[list[int], list[int]]],
+    batches: list[list[int]],
+    tokenizer: Tokenizer,
+    device: torch.device,
+    cfg: TrainConfig,
+    progress: dict[str, Any],
+    budget: Budget,
+) -> bool:
     """Train from ``progress['next_batch']`` to the end of the epoch, the time budget or ``max_steps``.
 
     Updates ``progress`` (step, next_batch, token and time counters, ``epoch_loss``). Returns whether
     the epoch was completed.
     """
-    bar = tqdm(total=len(batches), initial=progress["next_batch"], desc=f"epoch {progress['epoch'] + 1}",
-               unit="batch", file=sys.stderr, dynamic_ncols=True,
-               mininterval=1.0 if sys.stderr.isatty() else 60.0)
+    bar = tqdm(
+        total=len(batches),
+        initial=progress["next_batch"],
+        desc=f"epoch {progress['epoch'] + 1}",
+        unit="batch",
+        file=sys.stderr,
+        dynamic_ncols=True,
+        mininterval=1.0 if sys.stderr.isatty() else 60.0,
+    )
     loss_sum, tokens = 0.0, 0
     completed = True
     for position in range(progress["next_batch"], len(batches)):
@@ -418,8 +550,9 @@ def run_epoch(model: Seq2SeqModel, optimizer: torch.optim.Optimizer,
             break
         batch = collate(pairs, batches[position], tokenizer, device)
         started = time.monotonic()
-        lr = cfg.lr * lr_factor(progress["step"], budget.fraction(), cfg.warmup_steps, progress["total_steps"],
-                                cfg.final_lr_ratio)
+        lr = cfg.lr * lr_factor(
+            progress["step"], budget.fraction(), cfg.warmup_steps, progress["total_steps"], cfg.final_lr_ratio
+        )
         loss = train_step(model, optimizer, batch, cfg.clip_norm, lr)
         progress["train_seconds"] += time.monotonic() - started
         progress["train_tokens"] += batch.n_tokens
@@ -428,29 +561,40 @@ def run_epoch(model: Seq2SeqModel, optimizer: torch.optim.Optimizer,
         loss_sum += loss * batch.n_tokens
         tokens += batch.n_tokens
         bar.update(1)
-        bar.set_postfix(loss=f"{loss_sum / tokens:.3f}",
-                        tok_s=f"{progress['train_tokens'] / max(progress['train_seconds'], 1e-9):.0f}",
-                        refresh=False)
+        bar.set_postfix(
+            loss=f"{loss_sum / tokens:.3f}",
+            tok_s=f"{progress['train_tokens'] / max(progress['train_seconds'], 1e-9):.0f}",
+            refresh=False,
+        )
     bar.close()
     progress["epoch_loss"] = loss_sum / tokens if tokens else math.nan
     return completed
 
 
-def training_summary(progress: dict[str, Any], cfg: TrainConfig, device: torch.device, n_params: int,
-                     start_time: float) -> dict[str, Any]:
+def training_summary(
+    progress: dict[str, Any], cfg: TrainConfig, device: torch.device, n_params: int, start_time: float
+) -> dict[str, Any]:
     """The training figures stored in the manifest.
 
     ``target_tokens_per_s`` counts real (non-pad) target tokens, eos included, over the time of the
     training steps (forward, backward, optimiser), excluding batch building, validation and saving.
     """
     return {
-        "epochs_completed": progress["epoch"], "steps": progress["step"],
-        "best_epoch": progress["best_epoch"], "best_valid_loss": progress["best_valid_loss"],
-        "best_valid_ppl": math.exp(progress["best_valid_loss"]) if math.isfinite(progress["best_valid_loss"]) else None,
+        "epochs_completed": progress["epoch"],
+        "steps": progress["step"],
+        "best_epoch": progress["best_epoch"],
+        "best_valid_loss": progress["best_valid_loss"],
+        "best_valid_ppl": math.exp(progress["best_valid_loss"])
+        if math.isfinite(progress["best_valid_loss"])
+        else None,
         "target_tokens_per_s": progress["train_tokens"] / max(progress["train_seconds"], 1e-9),
-        "train_target_tokens": progress["train_tokens"], "train_compute_s": progress["train_seconds"],
-        "wall_s": time.monotonic() - start_time, "parameters": n_params,
-        "device": str(device), "threads": torch.get_num_threads(), "train_config": dataclasses.asdict(cfg),
+        "train_target_tokens": progress["train_tokens"],
+        "train_compute_s": progress["train_seconds"],
+        "wall_s": time.monotonic() - start_time,
+        "parameters": n_params,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "train_config": dataclasses.asdict(cfg),
         "history": list(progress["history"]),
     }
 
@@ -465,21 +609,31 @@ def finalize_manifest(out: Path, summary: dict[str, Any]) -> None:
     if not path.is_file():
         return
     manifest = json.loads(path.read_text(encoding="utf-8"))
-    manifest["training"]["run"] = {k: summary[k] for k in
-                                   ("epochs_completed", "steps", "stop_reason", "wall_s", "history",
-                                    "target_tokens_per_s")}
+    manifest["training"]["run"] = {
+        k: summary[k]
+        for k in ("epochs_completed", "steps", "stop_reason", "wall_s", "history", "target_tokens_per_s")
+    }
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     tmp.replace(path)
 
 
-def save_train_state(path: Path, model: Seq2SeqModel, optimizer: torch.optim.Optimizer,
-                     progress: dict[str, Any], configs: dict[str, Any]) -> None:
+def save_train_state(
+    path: Path,
+    model: Seq2SeqModel,
+    optimizer: torch.optim.Optimizer,
+    progress: dict[str, Any],
+    configs: dict[str, Any],
+) -> None:
     """Write everything ``--resume`` needs (model, optimizer, progress incl. step and budget used, RNG,
     configs); the learning rate is a function of the step and budget, so no scheduler state is needed."""
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "progress": progress, "rng": capture_rng(),
-             "configs": configs_dict(configs)}
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "progress": progress,
+        "rng": capture_rng(),
+        "configs": configs_dict(configs),
+    }
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
     tmp.replace(path)

@@ -13,7 +13,7 @@ The output directory holds the best model by validation loss (the adapter, or th
 tokenizer and an ``assistant.json`` manifest; ``checkpoint/`` holds the latest resumable state.
 
 It does not prepare data (``finetune/t5_data.py``: the run config, tokenized examples, loaders),
-evaluate replies (``finetune/evaluate.py``) or define a model (``assistant/t5.py``).
+evaluate replies (``finetune/evaluate.py``) or define a model (``assistant/generators/t5/model.py``).
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ from torch.utils.data import DataLoader
 from assistant.artifacts import library_versions
 from assistant.config import add_dataclass_arguments, dataclass_from_args
 from assistant.errors import AssistantError, ConfigError
-from assistant.t5 import (
+from assistant.generators.t5.adapters import LoraSettings, attach_lora, save_adapter, trainable_parameters
+from assistant.generators.t5.model import (
     T5GenerationSettings,
     build_model,
     load_base_model,
@@ -44,7 +45,6 @@ from assistant.t5 import (
     resolve_model_config,
     write_manifest,
 )
-from assistant.t5_adapters import LoraSettings, attach_lora, save_adapter, trainable_parameters
 from finetune.cli import add_threads_argument, apply_threads
 from finetune.t5_data import TrainConfig, data_provenance, load_data, make_loaders
 
@@ -452,7 +452,6 @@ def figures(state: TrainState, best: float, cfg: TrainConfig, accelerator: Any, 
     if torch.cuda.is_available():
         fig["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
     return fig
-
 
 
 if __name__ == "__main__":

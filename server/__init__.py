@@ -18,11 +18,11 @@ from typing import Any
 
 from flask import Flask
 
+from server.api.guards import add_cors_headers
 from server.errors import register_error_handlers
-from server.history import DialogStore
-from server.http import add_cors_headers
 from server.runtime import ReplyPipeline, Runtime
 from server.settings import Settings, load_settings
+from server.store.history import DialogStore
 
 __all__ = ["Settings", "create_app", "load_settings"]
 
@@ -66,7 +66,7 @@ def create_app(
     register_error_handlers(app)
     Runtime().init_app(app, settings, pipeline=pipeline, store=store)
 
-    from server import chat, conversations, health, rasa
+    from server.api import chat, conversations, health, rasa
 
     for module in (chat, rasa, conversations, health):
         app.register_blueprint(module.bp)

@@ -1,5 +1,5 @@
-"""``python -m server ...`` runs the ``assistant`` command (see ``server/cli.py``)."""
+"""``python -m server ...`` runs the ``assistant`` command (see ``server/cli/main.py``)."""
 
-from server.cli import main
+from server.cli.main import main
 
 raise SystemExit(main())

@@ -24,8 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from assistant.errors import DataError, ModelError, RetrievalError
-from assistant.generator import MANIFEST
-from assistant.index_store import INDEX_MANIFEST
+from assistant.generators.base import MANIFEST
+from assistant.retrieval.store import INDEX_MANIFEST
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_FAQ = REPO_ROOT / "data" / "faq" / "faq.jsonl"

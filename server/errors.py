@@ -33,7 +33,7 @@ from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 from assistant.errors import AssistantError, ModelError, RetrievalError
-from server.schemas import ID_RULE, TextTooLong
+from server.api.schemas import ID_RULE, TextTooLong
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +82,7 @@ def validation_error(exc: pydantic.ValidationError) -> ApiError:
         elif err["type"] == "extra_forbidden":
             message = "is not a known field"
         elif err["type"] == "string_pattern_mismatch":
-            message = (
-                f"must be {ID_RULE} (got {err['input']!r:.60})"
-            )
+            message = f"must be {ID_RULE} (got {err['input']!r:.60})"
         problems.append(f"field '{field}' {message}")
     return ApiError(422, "invalid_field", "; ".join(problems))
 

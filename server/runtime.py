@@ -18,9 +18,9 @@ from typing import Any, Protocol
 from flask import Flask, current_app
 
 from assistant.data import Turn
-from server.embedded_redis import EmbeddedRedis
-from server.history import DialogStore, connect
 from server.settings import Settings
+from server.store.embedded import EmbeddedRedis
+from server.store.history import DialogStore, connect
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +51,9 @@ def load_pipeline(
         CheckpointError / RetrievalError: a directory cannot be loaded (message names it).
     """
     from assistant.errors import ConfigError
-    from assistant.generator import load_generator
+    from assistant.generators.loader import load_generator
     from assistant.pipeline import Pipeline
-    from assistant.retrieval import FaqIndex
+    from assistant.retrieval.index import FaqIndex
 
     if not model_dir and not index_dir:
         raise ConfigError(
@@ -110,7 +110,9 @@ class Runtime:
 
                 model_dir, index_dir = (str(p) for p in ensure_demo_assets(Path(app.instance_path)))
                 if not pipeline_config.handoff_replies:
-                    pipeline_config = dataclasses.replace(pipeline_config, handoff_replies=DEMO_HANDOFF_REPLIES)
+                    pipeline_config = dataclasses.replace(
+                        pipeline_config, handoff_replies=DEMO_HANDOFF_REPLIES
+                    )
             if settings.torch_threads:
                 import torch
 

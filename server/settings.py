@@ -228,7 +228,9 @@ class Settings:
                     f"{e.colno}); expected an object of reply-model loader options"
                 ) from e
             _check(
-                isinstance(options, dict), "generator_options", self.generator_options,
+                isinstance(options, dict),
+                "generator_options",
+                self.generator_options,
                 "a JSON object of reply-model loader options",
             )
         for origin in self.allowed_origins:
@@ -275,7 +277,12 @@ class Settings:
         )
         for name in ("history_ttl_seconds", "dedupe_ttl_seconds"):
             _check(getattr(self, name) >= 1, name, getattr(self, name), "an integer number of seconds >= 1")
-        _check(self.torch_threads >= 0, "torch_threads", self.torch_threads, "an integer >= 0 (0 = PyTorch's default)")
+        _check(
+            self.torch_threads >= 0,
+            "torch_threads",
+            self.torch_threads,
+            "an integer >= 0 (0 = PyTorch's default)",
+        )
         _check(
             1 <= self.max_text_chars <= 100_000,
             "max_text_chars",

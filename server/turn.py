@@ -22,8 +22,8 @@ from typing import Any
 import redis
 
 from server.errors import ApiError
-from server.history import DuplicateInFlight, StoredTurn
 from server.runtime import Runtime
+from server.store.history import DuplicateInFlight, StoredTurn
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def run_turn(
 
     Args:
         rt: the app's runtime (store and pipeline).
-        conversation_id: a valid id (see ``server.schemas.ID_PATTERN``).
+        conversation_id: a valid id (see ``server.api.schemas.ID_PATTERN``).
         text: the customer's message, validated and stripped.
         message_id: the client's id of this message; generated (uuid4 hex) when ``None``.
 
@@ -126,8 +126,12 @@ def _answer_locked(
         try:
             lock.release()
         except redis.exceptions.LockNotOwnedError:
-            log.warning("conversation %r: the turn outlived its lock (lock_timeout_seconds %s); another "
-                        "message of it may have been answered meanwhile", conversation_id, store.lock_timeout)
+            log.warning(
+                "conversation %r: the turn outlived its lock (lock_timeout_seconds %s); another "
+                "message of it may have been answered meanwhile",
+                conversation_id,
+                store.lock_timeout,
+            )
         except redis.RedisError:
             pass  # Redis down: the lock expires by itself after lock_timeout_seconds
 

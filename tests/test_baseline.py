@@ -1,4 +1,4 @@
-"""Tests for assistant/baseline.py: retrieval on hand-made dialogs, the vote, save/load and its checks."""
+"""Tests for assistant/generators/baseline.py: retrieval on hand-made dialogs, the vote, save/load and its checks."""
 
 from __future__ import annotations
 
@@ -7,24 +7,41 @@ import shutil
 
 import pytest
 
-from assistant.baseline import BaselineConfig, RetrievalBaseline, load_retrieval_baseline, retrieval_key
 from assistant.data import Dialog, Turn
 from assistant.errors import CheckpointError, ConfigError, ModelError
-from assistant.generator import GenerationRequest, load_generator
+from assistant.generators.base import GenerationRequest
+from assistant.generators.baseline import (
+    BaselineConfig,
+    RetrievalBaseline,
+    load_retrieval_baseline,
+    retrieval_key,
+)
+from assistant.generators.loader import load_generator
 
 
 def _dialog(i: int, *texts: str, domain: str = "bank") -> Dialog:
     roles = ("customer", "agent")
-    return Dialog(id=f"d{i}", turns=tuple(Turn(roles[j % 2], t) for j, t in enumerate(texts)),
-                  meta={"domains": [domain]})
+    return Dialog(
+        id=f"d{i}",
+        turns=tuple(Turn(roles[j % 2], t) for j, t in enumerate(texts)),
+        meta={"domains": [domain]},
+    )
 
 
 DIALOGS = [
     _dialog(1, "I lost my credit card yesterday", "I have blocked your card; a new one is on its way."),
-    _dialog(2, "What is the weather tomorrow in Paris?", "Tomorrow in Paris it will be sunny.", domain="weather"),
-    _dialog(3, "I want to book a table for two at eight", "Your table for two at 8 pm is booked.",
-            domain="restaurant"),
-    _dialog(4, "How do I reset my online banking password?", "Use the 'forgot password' link on the login page."),
+    _dialog(
+        2, "What is the weather tomorrow in Paris?", "Tomorrow in Paris it will be sunny.", domain="weather"
+    ),
+    _dialog(
+        3,
+        "I want to book a table for two at eight",
+        "Your table for two at 8 pm is booked.",
+        domain="restaurant",
+    ),
+    _dialog(
+        4, "How do I reset my online banking password?", "Use the 'forgot password' link on the login page."
+    ),
 ]
 
 PARAPHRASES = {
@@ -53,20 +70,30 @@ def test_multi_turn_context_and_key():
     context = (Turn("customer", "old"), Turn("agent", "Your name?"), Turn("customer", "Ann"))
     assert retrieval_key(context, config) == "Your name? Ann Ann Ann"
     assert retrieval_key((Turn("agent", "hi"),), config) == "hi"  # no customer turn: no weight
-    dialogs = [_dialog(5, "I lost my card", "What is your name?", "Ann Smith", "Thanks Ann, the card is blocked."),
-               _dialog(6, "I want a new card", "What is your name?", "Bob Jones", "Thanks Bob, a card is ordered.")]
+    dialogs = [
+        _dialog(5, "I lost my card", "What is your name?", "Ann Smith", "Thanks Ann, the card is blocked."),
+        _dialog(6, "I want a new card", "What is your name?", "Bob Jones", "Thanks Bob, a card is ordered."),
+    ]
     model = RetrievalBaseline.build(dialogs, BaselineConfig(max_context_turns=3, top_k=1))
-    context = (Turn("customer", "my card was lost"), Turn("agent", "What is your name?"), Turn("customer", "Ann"))
+    context = (
+        Turn("customer", "my card was lost"),
+        Turn("agent", "What is your name?"),
+        Turn("customer", "Ann"),
+    )
     assert model.generate([GenerationRequest(context=context)])[0].text == "Thanks Ann, the card is blocked."
 
 
 def test_top_k_vote_pools_identical_replies():
     block = "Your card is blocked."
-    dialogs = [_dialog(10 + i, text, block) for i, text in enumerate(
-        ["card lost today", "lost card again", "my card lost"])]
+    dialogs = [
+        _dialog(10 + i, text, block)
+        for i, text in enumerate(["card lost today", "lost card again", "my card lost"])
+    ]
     dialogs.append(_dialog(20, "card lost abroad", "Call us from abroad on +44 20 0000."))
-    dialogs += [_dialog(30 + i, text, f"reply {i}") for i, text in enumerate(
-        ["weather in Rome", "book a taxi", "table for two", "opening hours"])]
+    dialogs += [
+        _dialog(30 + i, text, f"reply {i}")
+        for i, text in enumerate(["weather in Rome", "book a taxi", "table for two", "opening hours"])
+    ]
     query = _requests(["card lost abroad"])
     nearest = RetrievalBaseline.build(dialogs, BaselineConfig(top_k=1)).generate(query)[0]
     assert nearest.text == "Call us from abroad on +44 20 0000." and nearest.confidence == 1.0

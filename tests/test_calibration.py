@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from assistant.calibration import (
+from assistant.data import FaqEntry
+from assistant.errors import RetrievalError
+from assistant.retrieval.calibration import (
     THRESHOLD_RULE_NO_OOS,
     THRESHOLD_RULE_OOS,
     ConfidenceModel,
@@ -15,16 +17,16 @@ from assistant.calibration import (
     hit_features,
     select_threshold,
 )
-from assistant.data import FaqEntry
-from assistant.errors import RetrievalError
-from assistant.retrieval import Hit
+from assistant.retrieval.index import Hit
 
 
 def test_threshold_without_out_of_scope_is_the_midpoint_between_classes() -> None:
     conf = np.array([0.9, 0.8, 0.7, 0.3, 0.2])
     correct = np.array([True, True, True, False, False])
     threshold, rule, objective = select_threshold(conf, np.ones(5, bool), correct)
-    assert threshold == pytest.approx(0.5) and rule == THRESHOLD_RULE_NO_OOS and objective == pytest.approx(2.0)
+    assert (
+        threshold == pytest.approx(0.5) and rule == THRESHOLD_RULE_NO_OOS and objective == pytest.approx(2.0)
+    )
 
 
 def test_threshold_with_out_of_scope_maximises_accuracy_plus_oos_recall() -> None:
@@ -38,8 +40,12 @@ def test_threshold_with_out_of_scope_maximises_accuracy_plus_oos_recall() -> Non
     assert objective == pytest.approx(1 / 3 + 1)
     metrics = decision_metrics(conf, threshold, in_scope, correct)
     assert metrics["in_scope_accuracy"] == pytest.approx(1 / 3) and metrics["oos_recall"] == 1.0
-    assert metrics["oos_precision"] == pytest.approx(2 / 3) and metrics["answered_precision"] == pytest.approx(0.5)
-    assert metrics["oos_auroc"] == pytest.approx(5 / 6)  # in-scope {0.9,0.6,0.7} vs oos {0.4,0.65}: 5 of 6 pairs
+    assert metrics["oos_precision"] == pytest.approx(2 / 3) and metrics[
+        "answered_precision"
+    ] == pytest.approx(0.5)
+    assert metrics["oos_auroc"] == pytest.approx(
+        5 / 6
+    )  # in-scope {0.9,0.6,0.7} vs oos {0.4,0.65}: 5 of 6 pairs
 
 
 def test_threshold_needs_both_outcomes_without_out_of_scope() -> None:

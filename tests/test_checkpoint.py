@@ -10,17 +10,21 @@ import pytest
 import torch
 
 from assistant.artifacts import file_sha256
-from assistant.checkpoint import load_checkpoint, save_checkpoint
 from assistant.data import FaqEntry, Turn
-from assistant.decoding import DecodingConfig
 from assistant.errors import CheckpointError, ConfigError
-from assistant.generator import MANIFEST, GenerationRequest, load_generator
-from assistant.lstm_generator import LSTMGenerator, load_lstm_generator
-from assistant.seq2seq import Seq2SeqConfig, Seq2SeqModel
-from assistant.tokenizer import Tokenizer, TokenizerConfig
+from assistant.generators.base import MANIFEST, GenerationRequest
+from assistant.generators.decoding import DecodingConfig
+from assistant.generators.loader import load_generator
+from assistant.generators.lstm import Seq2SeqConfig, Seq2SeqModel
+from assistant.generators.lstm.checkpoint import load_checkpoint, save_checkpoint
+from assistant.generators.lstm.generator import LSTMGenerator, load_lstm_generator
+from assistant.generators.lstm.tokenizer import Tokenizer, TokenizerConfig
 
 CORPUS = [f"my order {n} has not arrived, can you check it" for n in range(30)] + [
-    "could I get your name please", "thank you and goodbye", "your refund was sent today"]
+    "could I get your name please",
+    "thank you and goodbye",
+    "your refund was sent today",
+]
 REQUESTS = [
     GenerationRequest((Turn("customer", "hello, my order 12 has not arrived"),)),
     GenerationRequest((Turn("agent", "could I get your name please"), Turn("customer", "Sam"))),
@@ -32,15 +36,24 @@ REQUESTS = [
 def saved(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     tokenizer = Tokenizer.train(CORPUS, TokenizerConfig(vocab_size=100))
-    model = Seq2SeqModel(Seq2SeqConfig(emb_size=16, hidden_size=32, max_source_len=16, max_target_len=10),
-                         tokenizer.vocab_size, tokenizer.pad_id)
+    model = Seq2SeqModel(
+        Seq2SeqConfig(emb_size=16, hidden_size=32, max_source_len=16, max_target_len=10),
+        tokenizer.vocab_size,
+        tokenizer.pad_id,
+    )
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(5.0)
     directory = tmp_path_factory.mktemp("ckpt") / "model"
-    save_checkpoint(directory, model, tokenizer, TokenizerConfig(vocab_size=100), DecodingConfig(max_len=10),
-                    data=[{"role": "train", "path": "x.jsonl", "sha256": "0" * 64, "examples": 3}],
-                    training={"target_tokens_per_s": 123.0})
+    save_checkpoint(
+        directory,
+        model,
+        tokenizer,
+        TokenizerConfig(vocab_size=100),
+        DecodingConfig(max_len=10),
+        data=[{"role": "train", "path": "x.jsonl", "sha256": "0" * 64, "examples": 3}],
+        training={"target_tokens_per_s": 123.0},
+    )
     return directory
 
 
@@ -92,7 +105,9 @@ def test_manifest_contents(saved: Path) -> None:
 
 def test_vocab_size_mismatch_is_named(saved: Path, tmp_path: Path) -> None:
     directory = copy_of(saved, tmp_path)
-    other = Tokenizer.train(CORPUS + ["completely different words appear here now"], TokenizerConfig(vocab_size=60))
+    other = Tokenizer.train(
+        CORPUS + ["completely different words appear here now"], TokenizerConfig(vocab_size=60)
+    )
     other.save(directory / "tokenizer.model")
     config = json.loads((directory / "config.json").read_text())
     config["vocab_size"] = other.vocab_size  # config agrees with the new tokenizer; the weights do not
@@ -138,9 +153,14 @@ def test_unknown_generator_option(saved: Path) -> None:
 def test_generator_keeps_only_the_trained_context_turns(saved: Path) -> None:
     generator = load_lstm_generator(saved)
     assert generator.model.config.max_context_turns == 3
-    recent = (Turn("customer", "my order 7"), Turn("agent", "could I get your name please"), Turn("customer", "Sam"))
+    recent = (
+        Turn("customer", "my order 7"),
+        Turn("agent", "could I get your name please"),
+        Turn("customer", "Sam"),
+    )
     older = (Turn("customer", "hello"), Turn("agent", "thank you and goodbye"))
     long, short = generator.generate([GenerationRequest(older + recent), GenerationRequest(recent)])
     assert long == short
     assert generator.score([GenerationRequest(older + recent)], ["ok"]) == generator.score(
-        [GenerationRequest(recent)], ["ok"])
+        [GenerationRequest(recent)], ["ok"]
+    )

@@ -35,7 +35,9 @@ def parse(argv, prefix=""):
 
 def test_defaults_and_flags():
     assert parse([]) == DemoConfig()
-    cfg = parse(["--hidden", "8", "--attention", "general", "--no-tied", "--modules", "q", "k", "v", "--name", "x"])
+    cfg = parse(
+        ["--hidden", "8", "--attention", "general", "--no-tied", "--modules", "q", "k", "v", "--name", "x"]
+    )
     assert cfg == DemoConfig(hidden=8, attention="general", tied=False, modules=("q", "k", "v"), name="x")
 
 

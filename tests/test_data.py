@@ -7,26 +7,28 @@ from pathlib import Path
 
 import pytest
 
-from assistant.data import (
-    Turn,
-    build_examples,
-    format_context,
-    read_dialogs,
-    read_faq,
-    read_queries,
-)
+from assistant.data import Turn, read_dialogs, read_faq, read_queries
 from assistant.errors import DataError
+from assistant.model_input import build_examples, format_context
 
 
 def write_jsonl(path: Path, rows: list) -> Path:
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    path.write_text(
+        "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8"
+    )
     return path
 
 
-DIALOG = {"id": "d1", "turns": [{"role": "customer", "text": "Hi, where is my order?"},
-                                {"role": "agent", "text": "Could I get the order number?"},
-                                {"role": "customer", "text": "PC-100234"},
-                                {"role": "agent", "text": "It ships tomorrow."}], "meta": {"domains": ["ship"]}}
+DIALOG = {
+    "id": "d1",
+    "turns": [
+        {"role": "customer", "text": "Hi, where is my order?"},
+        {"role": "agent", "text": "Could I get the order number?"},
+        {"role": "customer", "text": "PC-100234"},
+        {"role": "agent", "text": "It ships tomorrow."},
+    ],
+    "meta": {"domains": ["ship"]},
+}
 
 
 def test_read_dialogs_roundtrip(tmp_path):
@@ -44,10 +46,14 @@ def test_read_dialogs_roundtrip(tmp_path):
         ([1, 2], r"d\.jsonl:2: expected a JSON object, got list"),
         ({"turns": DIALOG["turns"]}, r"d\.jsonl:2: field 'id' must be a non-empty string, got missing"),
         ({"id": "x", "turns": []}, r"d\.jsonl:2: field 'turns' must be a non-empty list"),
-        ({"id": "x", "turns": [{"role": "bot", "text": "hi"}]},
-         r"d\.jsonl:2: turns\[0\]: field 'role' must be one of \['customer', 'agent'\], got 'bot'"),
-        ({"id": "x", "turns": [{"role": "agent", "text": "  "}]},
-         r"d\.jsonl:2: turns\[0\]: field 'text' must be a non-empty string"),
+        (
+            {"id": "x", "turns": [{"role": "bot", "text": "hi"}]},
+            r"d\.jsonl:2: turns\[0\]: field 'role' must be one of \['customer', 'agent'\], got 'bot'",
+        ),
+        (
+            {"id": "x", "turns": [{"role": "agent", "text": "  "}]},
+            r"d\.jsonl:2: turns\[0\]: field 'text' must be a non-empty string",
+        ),
         ({"id": "x", "turns": DIALOG["turns"], "meta": []}, r"d\.jsonl:2: field 'meta' must be an object"),
         ({**DIALOG}, r"d\.jsonl:2: duplicate dialog id 'd1' \(first on line 1\)"),
     ],
@@ -70,8 +76,12 @@ def test_missing_empty_and_non_utf8_files(tmp_path):
 
 
 def test_read_faq_validates_examples_and_duplicates(tmp_path):
-    good = {"id": "f1", "question": "How do I reset my password?", "answer": "Use the reset link.",
-            "examples": ["forgot password", " "]}
+    good = {
+        "id": "f1",
+        "question": "How do I reset my password?",
+        "answer": "Use the reset link.",
+        "examples": ["forgot password", " "],
+    }
     entries = read_faq(write_jsonl(tmp_path / "faq.jsonl", [good]))
     assert entries[0].examples == ("forgot password",)
     with pytest.raises(DataError, match=r"faq\.jsonl:2: field 'examples' must be a list of strings"):
@@ -83,7 +93,9 @@ def test_read_faq_validates_examples_and_duplicates(tmp_path):
 
 
 def test_read_queries_checks_faq_ids(tmp_path):
-    path = write_jsonl(tmp_path / "q.jsonl", [{"text": "reset pw", "faq_id": "f1"}, {"text": "weather?", "faq_id": None}])
+    path = write_jsonl(
+        tmp_path / "q.jsonl", [{"text": "reset pw", "faq_id": "f1"}, {"text": "weather?", "faq_id": None}]
+    )
     queries = read_queries(path, faq_ids=["f1"])
     assert [q.faq_id for q in queries] == ["f1", None]
     with pytest.raises(DataError, match=r"q\.jsonl:1: faq_id 'f1' is not an id of the FAQ file"):
@@ -106,7 +118,10 @@ def test_build_examples_one_per_agent_turn_with_bounded_context(tmp_path):
 def test_format_context_puts_grounding_last():
     turns = (Turn("customer", "Where is it?"), Turn("agent", "Order number?"), Turn("customer", "PC-1"))
     assert format_context(turns) == "<customer> Where is it? <agent> Order number? <customer> PC-1"
-    assert format_context(turns[:1], grounding=" Ships in 2 days. ") == "<customer> Where is it? <faq> Ships in 2 days."
+    assert (
+        format_context(turns[:1], grounding=" Ships in 2 days. ")
+        == "<customer> Where is it? <faq> Ships in 2 days."
+    )
     assert format_context(()) == ""
 
 

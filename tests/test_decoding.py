@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from assistant.decoding import DecodingConfig, beam_search, decode, greedy_search, length_penalty
 from assistant.errors import ConfigError
-from assistant.seq2seq import Seq2SeqConfig, Seq2SeqModel, reorder_state
+from assistant.generators.decoding import DecodingConfig, beam_search, decode, greedy_search, length_penalty
+from assistant.generators.lstm import Seq2SeqConfig, Seq2SeqModel, reorder_state
 
 BOS, EOS, A, B, C = 0, 1, 2, 3, 4
 VOCAB = 5
@@ -49,8 +49,10 @@ def run(lm: TreeLM, n: int = 1, **config) -> tuple[list[list[int]], list[float]]
 
 # Greedy takes A (0.5) then must end: P(A eos) = 0.5 * 0.35 = 0.175.
 # Beam 2 also keeps B (0.4), whose eos has 0.9: P(B eos) = 0.36, the true best.
-GREEDY_TRAP = TreeLM({(): {A: 0.5, B: 0.4, C: 0.1}, (A,): {EOS: 0.35, A: 0.33, B: 0.32},
-                      (B,): {EOS: 0.9, A: 0.05, B: 0.05}}, default={EOS: 0.9, A: 0.05, B: 0.05})
+GREEDY_TRAP = TreeLM(
+    {(): {A: 0.5, B: 0.4, C: 0.1}, (A,): {EOS: 0.35, A: 0.33, B: 0.32}, (B,): {EOS: 0.9, A: 0.05, B: 0.05}},
+    default={EOS: 0.9, A: 0.05, B: 0.05},
+)
 
 
 def test_greedy_and_beam_differ_and_beam_finds_the_better_reply() -> None:
@@ -70,9 +72,15 @@ def test_beam_search_is_batched_consistently() -> None:
 # Short reply "A": P = 0.5 * 0.6 = 0.3 (2 tokens with eos). Long reply "B C": 0.5 * 0.5 * 0.9 = 0.225
 # (3 tokens). Raw log-prob prefers "A"; the GNMT penalty with alpha=2 prefers "B C":
 # log(0.3) / (7/6)^2 = -0.885 < log(0.225) / (8/6)^2 = -0.839.
-LENGTH_TREE = TreeLM({(): {A: 0.5, B: 0.5}, (A,): {EOS: 0.6, A: 0.2, B: 0.2},
-                      (B,): {C: 0.5, EOS: 0.1, A: 0.2, B: 0.2}, (B, C): {EOS: 0.9, A: 0.1}},
-                     default={EOS: 0.9, A: 0.1})
+LENGTH_TREE = TreeLM(
+    {
+        (): {A: 0.5, B: 0.5},
+        (A,): {EOS: 0.6, A: 0.2, B: 0.2},
+        (B,): {C: 0.5, EOS: 0.1, A: 0.2, B: 0.2},
+        (B, C): {EOS: 0.9, A: 0.1},
+    },
+    default={EOS: 0.9, A: 0.1},
+)
 
 
 def test_length_penalty_changes_the_winner() -> None:
@@ -93,7 +101,9 @@ def test_min_len_forbids_early_eos() -> None:
 def test_max_len_stops_unterminated_replies() -> None:
     loop = TreeLM({}, default={A: 0.9, EOS: 0.1})
     for beam in (1, 2):
-        out = decode(loop.step, loop.reorder, loop.start(1), 1, BOS, EOS, DecodingConfig(beam_size=beam, max_len=4))
+        out = decode(
+            loop.step, loop.reorder, loop.start(1), 1, BOS, EOS, DecodingConfig(beam_size=beam, max_len=4)
+        )
         assert out.tokens == [[A, A, A, A]]
         assert out.n_scored == [4] and out.log_probs[0] == pytest.approx(4 * math.log(0.9), abs=1e-5)
 
@@ -121,7 +131,9 @@ def test_decoding_config_validation() -> None:
 @pytest.mark.parametrize("options", [{}, {"min_len": 3, "no_repeat_ngram_size": 2}, {"length_penalty": 0.8}])
 def test_beam_one_equals_greedy_on_a_real_model(options: dict) -> None:
     torch.manual_seed(1)
-    model = Seq2SeqModel(Seq2SeqConfig(emb_size=16, hidden_size=32, dropout=0.0), vocab_size=40, pad_id=0).eval()
+    model = Seq2SeqModel(
+        Seq2SeqConfig(emb_size=16, hidden_size=32, dropout=0.0), vocab_size=40, pad_id=0
+    ).eval()
     with torch.no_grad():  # sharper distributions than the default init, so replies end at different steps
         for p in model.parameters():
             p.mul_(8.0)

@@ -9,22 +9,55 @@ import pytest
 
 from assistant.data import FaqEntry, Query
 from assistant.errors import ConfigError
-from assistant.retrieval import FaqIndex, Hit, RetrieverConfig
+from assistant.retrieval.index import FaqIndex, Hit, RetrieverConfig
 from finetune import eval_retrieval
 from finetune.build_index import ranking_metrics
 
 FAQ = [
-    {"id": "pw", "question": "How do I reset my password?", "answer": "Use 'Forgot password'.",
-     "examples": ["forgot my password", "password reset link", "new password please", "locked out password"]},
-    {"id": "refund", "question": "How do I get a refund?", "answer": "Within 5 days.",
-     "examples": ["I want my money back", "refund for a returned item", "refund status", "money back please"]},
-    {"id": "ship", "question": "Where is my order?", "answer": "Track it under Orders.",
-     "examples": ["track my parcel", "my package has not arrived", "parcel status", "order tracking"]},
+    {
+        "id": "pw",
+        "question": "How do I reset my password?",
+        "answer": "Use 'Forgot password'.",
+        "examples": [
+            "forgot my password",
+            "password reset link",
+            "new password please",
+            "locked out password",
+        ],
+    },
+    {
+        "id": "refund",
+        "question": "How do I get a refund?",
+        "answer": "Within 5 days.",
+        "examples": [
+            "I want my money back",
+            "refund for a returned item",
+            "refund status",
+            "money back please",
+        ],
+    },
+    {
+        "id": "ship",
+        "question": "Where is my order?",
+        "answer": "Track it under Orders.",
+        "examples": ["track my parcel", "my package has not arrived", "parcel status", "order tracking"],
+    },
 ]
-QUERIES = [("reset password", "pw"), ("password forgotten", "pw"), ("forgot the password", "pw"),
-           ("money back", "refund"), ("refund please", "refund"), ("get a refund", "refund"),
-           ("track order", "ship"), ("parcel missing", "ship"), ("where is my package", "ship"),
-           ("tell me a joke", None), ("weather in paris", None), ("who won the match", None), ("sing a song", None)]
+QUERIES = [
+    ("reset password", "pw"),
+    ("password forgotten", "pw"),
+    ("forgot the password", "pw"),
+    ("money back", "refund"),
+    ("refund please", "refund"),
+    ("get a refund", "refund"),
+    ("track order", "ship"),
+    ("parcel missing", "ship"),
+    ("where is my package", "ship"),
+    ("tell me a joke", None),
+    ("weather in paris", None),
+    ("who won the match", None),
+    ("sing a song", None),
+]
 
 
 def _write(path: Path, rows: list[dict]) -> Path:
@@ -65,8 +98,20 @@ def test_cli_from_faq_writes_json_and_markdown(tmp_path: Path) -> None:
     faq = _write(tmp_path / "faq.jsonl", FAQ)
     queries = _write(tmp_path / "q.jsonl", [{"text": t, "faq_id": f} for t, f in QUERIES])
     out_json, out_md = tmp_path / "r.json", tmp_path / "r.md"
-    argv = ["--faq", str(faq), "--queries", str(queries), "--methods", "bm25", "--name", "tiny",
-            "--json", str(out_json), "--markdown", str(out_md)]
+    argv = [
+        "--faq",
+        str(faq),
+        "--queries",
+        str(queries),
+        "--methods",
+        "bm25",
+        "--name",
+        "tiny",
+        "--json",
+        str(out_json),
+        "--markdown",
+        str(out_md),
+    ]
     assert eval_retrieval.main(argv) == 0
     report = json.loads(out_json.read_text())
     (row,) = report["results"]
@@ -84,7 +129,12 @@ def test_cli_evaluates_saved_indexes_at_their_threshold(tmp_path: Path) -> None:
     index.save(tmp_path / "idx")
     queries = _write(tmp_path / "q.jsonl", [{"text": t, "faq_id": f} for t, f in QUERIES])
     out_json = tmp_path / "r.json"
-    assert eval_retrieval.main(["--index", str(tmp_path / "idx"), "--queries", str(queries), "--json", str(out_json)]) == 0
+    assert (
+        eval_retrieval.main(
+            ["--index", str(tmp_path / "idx"), "--queries", str(queries), "--json", str(out_json)]
+        )
+        == 0
+    )
     (row,) = json.loads(out_json.read_text())["results"]
     assert row["threshold"] == index.threshold and row["n_queries"] == len(QUERIES)
     in_scope = [(t, f) for t, f in QUERIES if f is not None]
@@ -92,7 +142,9 @@ def test_cli_evaluates_saved_indexes_at_their_threshold(tmp_path: Path) -> None:
     assert row["hit@1"] == pytest.approx(right / len(in_scope))
 
 
-def test_cli_error_exit_on_a_query_naming_an_unknown_id(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_cli_error_exit_on_a_query_naming_an_unknown_id(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     faq = _write(tmp_path / "faq.jsonl", FAQ)
     queries = _write(tmp_path / "q.jsonl", [{"text": "hello", "faq_id": "nope"}])
     assert eval_retrieval.main(["--faq", str(faq), "--queries", str(queries), "--methods", "bm25"]) == 2

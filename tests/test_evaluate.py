@@ -7,31 +7,57 @@ import math
 
 import pytest
 
-from assistant.data import Example, Turn
-from assistant.generator import Generation, Generator
+from assistant.data import Turn
+from assistant.generators.base import Generation, Generator
+from assistant.model_input import Example
 from finetune import build_baseline, evaluate
 
 # Five dialogs with distinct vocabularies, so that each context's nearest training context is itself.
 DIALOGS = [
-    {"id": "b1", "meta": {"domains": ["bank"]}, "turns": [
-        {"role": "customer", "text": "I lost my credit card yesterday"},
-        {"role": "agent", "text": "I have blocked your card and ordered a new one."},
-        {"role": "customer", "text": "When will the replacement arrive?"},
-        {"role": "agent", "text": "The replacement arrives within five working days."}]},
-    {"id": "b2", "meta": {"domains": ["bank"]}, "turns": [
-        {"role": "customer", "text": "How do I reset my online banking password?"},
-        {"role": "agent", "text": "Use the forgot password link on the login page."}]},
-    {"id": "w1", "meta": {"domains": ["weather"]}, "turns": [
-        {"role": "customer", "text": "Will it rain in Paris tomorrow?"},
-        {"role": "agent", "text": "Tomorrow in Paris it will be sunny and warm."}]},
-    {"id": "r1", "meta": {"domains": ["restaurant", None]}, "turns": [
-        {"role": "customer", "text": "Book a table for two at eight"},
-        {"role": "agent", "text": "Your table for two at 8 pm is booked."},
-        {"role": "customer", "text": "Thanks, goodbye"},
-        {"role": "agent", "text": "Enjoy your dinner, goodbye!"}]},
-    {"id": "t1", "meta": {"domains": ["ride"]}, "turns": [
-        {"role": "customer", "text": "Send a taxi to the central station"},
-        {"role": "agent", "text": "A taxi will pick you up at the central station in ten minutes."}]},
+    {
+        "id": "b1",
+        "meta": {"domains": ["bank"]},
+        "turns": [
+            {"role": "customer", "text": "I lost my credit card yesterday"},
+            {"role": "agent", "text": "I have blocked your card and ordered a new one."},
+            {"role": "customer", "text": "When will the replacement arrive?"},
+            {"role": "agent", "text": "The replacement arrives within five working days."},
+        ],
+    },
+    {
+        "id": "b2",
+        "meta": {"domains": ["bank"]},
+        "turns": [
+            {"role": "customer", "text": "How do I reset my online banking password?"},
+            {"role": "agent", "text": "Use the forgot password link on the login page."},
+        ],
+    },
+    {
+        "id": "w1",
+        "meta": {"domains": ["weather"]},
+        "turns": [
+            {"role": "customer", "text": "Will it rain in Paris tomorrow?"},
+            {"role": "agent", "text": "Tomorrow in Paris it will be sunny and warm."},
+        ],
+    },
+    {
+        "id": "r1",
+        "meta": {"domains": ["restaurant", None]},
+        "turns": [
+            {"role": "customer", "text": "Book a table for two at eight"},
+            {"role": "agent", "text": "Your table for two at 8 pm is booked."},
+            {"role": "customer", "text": "Thanks, goodbye"},
+            {"role": "agent", "text": "Enjoy your dinner, goodbye!"},
+        ],
+    },
+    {
+        "id": "t1",
+        "meta": {"domains": ["ride"]},
+        "turns": [
+            {"role": "customer", "text": "Send a taxi to the central station"},
+            {"role": "agent", "text": "A taxi will pick you up at the central station in ten minutes."},
+        ],
+    },
 ]
 N_AGENT_TURNS = 7
 
@@ -44,14 +70,18 @@ def setup(tmp_path_factory):
     exact = root / "exact"
     assert build_baseline.main(["--train", str(dialogs), "--out", str(exact), "--top-k", "1"]) == 0
     voted = root / "voted"
-    assert build_baseline.main(["--train", str(dialogs), "--out", str(voted), "--max-context-turns", "1"]) == 0
+    assert (
+        build_baseline.main(["--train", str(dialogs), "--out", str(voted), "--max-context-turns", "1"]) == 0
+    )
     return root, dialogs, exact, voted
 
 
 def test_training_dialogs_are_answered_exactly(setup):
     root, dialogs, exact, _ = setup
     out = root / "report-exact"
-    assert evaluate.main([str(exact), "--dialogs", str(dialogs), "--out-dir", str(out), "--samples", "3"]) == 0
+    assert (
+        evaluate.main([str(exact), "--dialogs", str(dialogs), "--out-dir", str(out), "--samples", "3"]) == 0
+    )
     report = json.loads((out / "report.json").read_text())
     assert report["n_examples"] == N_AGENT_TURNS
     (model,) = report["models"]
@@ -70,9 +100,27 @@ def test_training_dialogs_are_answered_exactly(setup):
 def test_two_models_side_by_side_with_filters_and_options(setup, capsys):
     root, dialogs, exact, voted = setup
     out = root / "report-two"
-    code = evaluate.main([str(exact), str(voted), "--dialogs", str(dialogs), "--names", "nn", "vote",
-                          "--domain", "bank", "--limit", "2", "--generator-option", "vote:top_k=1",
-                          "--out-dir", str(out), "--batch-size", "1"])
+    code = evaluate.main(
+        [
+            str(exact),
+            str(voted),
+            "--dialogs",
+            str(dialogs),
+            "--names",
+            "nn",
+            "vote",
+            "--domain",
+            "bank",
+            "--limit",
+            "2",
+            "--generator-option",
+            "vote:top_k=1",
+            "--out-dir",
+            str(out),
+            "--batch-size",
+            "1",
+        ]
+    )
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     assert report["n_examples"] == 2 and report["filters"] == {"domain": "bank", "limit": 2}
@@ -103,8 +151,10 @@ def test_perplexity_is_reported_for_a_generator_with_a_likelihood():
             n = sum(len(t.split()) + 1 for t in targets)  # words + end of sequence
             return n * math.log(8), n
 
-    examples = [Example("d", 1, (Turn("customer", "hi"),), "hello there"),
-                Example("d", 3, (Turn("customer", "bye"),), "ok")]
+    examples = [
+        Example("d", 1, (Turn("customer", "hi"),), "hello there"),
+        Example("d", 3, (Turn("customer", "bye"),), "ok"),
+    ]
     replies, confidences, seconds, likelihood = evaluate.run_model(Uniform(), examples, 1, "uniform")
     assert replies == ["ok", "ok"] and confidences == [0.5, 0.5] and likelihood[1] == 5
     scores = evaluate.score_replies(replies, [e.target for e in examples], seconds, likelihood)
@@ -112,15 +162,23 @@ def test_perplexity_is_reported_for_a_generator_with_a_likelihood():
     assert scores["token_f1"] == pytest.approx(0.5) and scores["avg_reply_words"] == 1.0
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--domain", "space"], ("no dialog has domain 'space' in meta.domains; domains present: "
-                             "['bank', 'restaurant', 'ride', 'weather']")),
-    (["--names", "a", "b"], "--names gives 2 names for 1 models"),
-    (["--generator-option", "beam_size=5"], "does not accept option(s) ['beam_size']"),
-    (["--generator-option", "lstm:beam_size=5"], "no model labelled 'lstm'"),
-    (["--generator-option", "top_k"], "expected [NAME:]KEY=VALUE"),
-    (["--limit", "0"], "limit must be >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (
+            ["--domain", "space"],
+            (
+                "no dialog has domain 'space' in meta.domains; domains present: "
+                "['bank', 'restaurant', 'ride', 'weather']"
+            ),
+        ),
+        (["--names", "a", "b"], "--names gives 2 names for 1 models"),
+        (["--generator-option", "beam_size=5"], "does not accept option(s) ['beam_size']"),
+        (["--generator-option", "lstm:beam_size=5"], "no model labelled 'lstm'"),
+        (["--generator-option", "top_k"], "expected [NAME:]KEY=VALUE"),
+        (["--limit", "0"], "limit must be >= 1, got 0"),
+    ],
+)
 def test_bad_arguments_exit_2_with_a_message(setup, capsys, extra, message):
     _, dialogs, exact, _ = setup
     assert evaluate.main([str(exact), "--dialogs", str(dialogs), *extra]) == 2

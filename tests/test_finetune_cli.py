@@ -27,7 +27,17 @@ def test_threads_flag_is_applied_and_validated():
 
 
 def test_a_cli_reports_a_bad_thread_count(demo_data, tmp_path, capsys):
-    code = build_index.main(["--faq", str(demo_data / "faq" / "faq.jsonl"), "--out", str(tmp_path / "i"),
-                             "--method", "bm25", "--threads", "0"])
+    code = build_index.main(
+        [
+            "--faq",
+            str(demo_data / "faq" / "faq.jsonl"),
+            "--out",
+            str(tmp_path / "i"),
+            "--method",
+            "bm25",
+            "--threads",
+            "0",
+        ]
+    )
     assert code == 2 and "--threads must be >= 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "i").exists()

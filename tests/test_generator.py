@@ -1,4 +1,4 @@
-"""Tests for assistant/generator.py: the manifest check and dispatch of load_generator."""
+"""Tests for assistant/generators/base.py: the manifest check and dispatch of load_generator."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import json
 import pytest
 
 from assistant.errors import CheckpointError, ModelError
-from assistant.generator import Generation, GenerationRequest, Generator, load_generator, read_manifest
+from assistant.generators.base import Generation, GenerationRequest, Generator, read_manifest
+from assistant.generators.loader import load_generator
 
 
 def test_manifest_errors(tmp_path):
@@ -19,7 +20,9 @@ def test_manifest_errors(tmp_path):
     with pytest.raises(CheckpointError, match="not valid JSON"):
         read_manifest(tmp_path)
     (tmp_path / "assistant.json").write_text(json.dumps({"kind": "gpt"}))
-    with pytest.raises(CheckpointError, match=r"'kind' must be one of \['lstm', 'retrieval-baseline', 't5'\], got 'gpt'"):
+    with pytest.raises(
+        CheckpointError, match=r"'kind' must be one of \['lstm', 'retrieval-baseline', 't5'\], got 'gpt'"
+    ):
         load_generator(tmp_path)
 
 
@@ -40,7 +43,7 @@ def test_score_is_refused_without_a_likelihood():
 
 
 def test_read_manifest_of_kind_checks_kind_and_version(tmp_path):
-    from assistant.generator import read_manifest_of_kind
+    from assistant.generators.base import read_manifest_of_kind
 
     (tmp_path / "assistant.json").write_text(json.dumps({"kind": "lstm", "format_version": 2}))
     with pytest.raises(CheckpointError, match="kind is 'lstm', expected 't5'"):

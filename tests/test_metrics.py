@@ -19,14 +19,17 @@ from finetune.metrics import (
 )
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("The card's PIN, please!", "card s pin please"),   # punctuation becomes a space, then 'the' goes
-    ("An apple; the END.", "apple end"),
-    ("theory and another thesis", "theory and another thesis"),  # articles only as whole words
-    ("a-b", "b"),                                         # punctuation is removed before articles
-    ("  many   spaces\there ", "many spaces here"),
-    ("", ""),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("The card's PIN, please!", "card s pin please"),  # punctuation becomes a space, then 'the' goes
+        ("An apple; the END.", "apple end"),
+        ("theory and another thesis", "theory and another thesis"),  # articles only as whole words
+        ("a-b", "b"),  # punctuation is removed before articles
+        ("  many   spaces\there ", "many spaces here"),
+        ("", ""),
+    ],
+)
 def test_normalize_answer(text, expected):
     assert normalize_answer(text) == expected
 
@@ -44,8 +47,9 @@ def test_token_f1_hand_computed():
 
 
 def test_mean_token_f1_averages_pairs():
-    assert mean_token_f1(["The cat sat on the mat.", "yes yes yes"], ["A cat is on a mat", "yes no"]) == \
-        pytest.approx((0.75 + 0.4) / 2)
+    assert mean_token_f1(
+        ["The cat sat on the mat.", "yes yes yes"], ["A cat is on a mat", "yes no"]
+    ) == pytest.approx((0.75 + 0.4) / 2)
 
 
 def test_rouge_l_hand_computed():
@@ -53,8 +57,9 @@ def test_rouge_l_hand_computed():
     assert mean_rouge_l(["the cat sat on the mat"], ["the cat is on the mat"]) == pytest.approx(5 / 6)
     # LCS [open account] = 2; P = 2/3, R = 2/4 -> F = 4/7; 'accounts' stems to 'account'
     assert mean_rouge_l(["open an accounts"], ["Open the account today"]) == pytest.approx(4 / 7)
-    assert mean_rouge_l(["the cat sat on the mat", "open an accounts"],
-                        ["the cat is on the mat", "Open the account today"]) == pytest.approx((5 / 6 + 4 / 7) / 2)
+    assert mean_rouge_l(
+        ["the cat sat on the mat", "open an accounts"], ["the cat is on the mat", "Open the account today"]
+    ) == pytest.approx((5 / 6 + 4 / 7) / 2)
     assert mean_rouge_l(["alpha beta"], ["gamma delta"]) == 0.0
 
 
@@ -63,7 +68,9 @@ def test_bleu_identical_and_disjoint():
     same = corpus_bleu(refs, refs)
     assert same.score == pytest.approx(100.0)
     assert "tok:13a" in same.signature and "nrefs:1" in same.signature
-    assert corpus_bleu(["zebra quantum violin harbor", "mango orbit"], refs).score == pytest.approx(0.0, abs=1e-9)
+    assert corpus_bleu(["zebra quantum violin harbor", "mango orbit"], refs).score == pytest.approx(
+        0.0, abs=1e-9
+    )
     partial = corpus_bleu(["Your table for two at nine is booked.", refs[1]], refs).score
     assert 0.0 < partial < 100.0
 

@@ -6,30 +6,60 @@ from collections.abc import Sequence
 
 import pytest
 
-from assistant.baseline import RetrievalBaseline
 from assistant.data import Dialog, FaqEntry, Query, Turn
 from assistant.errors import ConfigError, DataError
-from assistant.generator import Generation, GenerationRequest, Generator
+from assistant.generators.base import Generation, GenerationRequest, Generator
+from assistant.generators.baseline import RetrievalBaseline
 from assistant.pipeline import DEFAULT_FALLBACK, Pipeline, PipelineConfig
-from assistant.retrieval import FaqIndex, RetrieverConfig
+from assistant.retrieval.index import FaqIndex, RetrieverConfig
 
 ENTRIES = [
-    FaqEntry("pw", "How do I reset my password?", "Use 'Forgot password' on the sign-in page.",
-             ("forgot my password", "password reset link", "can't log in, need a new password")),
-    FaqEntry("refund", "How do I get a refund?", "Refunds reach your card within 5 days.",
-             ("I want my money back", "refund for a returned item")),
-    FaqEntry("ship", "Where is my order?", "Track it under Account > Orders.",
-             ("track my parcel", "my package has not arrived")),
-    FaqEntry("declined", "Why was my card declined?", "[card declined]", ("payment declined", "card refused"),
-             meta={"placeholder_answer": True}),
+    FaqEntry(
+        "pw",
+        "How do I reset my password?",
+        "Use 'Forgot password' on the sign-in page.",
+        ("forgot my password", "password reset link", "can't log in, need a new password"),
+    ),
+    FaqEntry(
+        "refund",
+        "How do I get a refund?",
+        "Refunds reach your card within 5 days.",
+        ("I want my money back", "refund for a returned item"),
+    ),
+    FaqEntry(
+        "ship",
+        "Where is my order?",
+        "Track it under Account > Orders.",
+        ("track my parcel", "my package has not arrived"),
+    ),
+    FaqEntry(
+        "declined",
+        "Why was my card declined?",
+        "[card declined]",
+        ("payment declined", "card refused"),
+        meta={"placeholder_answer": True},
+    ),
 ]
-CALIBRATION = [Query("reset password", "pw"), Query("password forgotten", "pw"), Query("money back", "refund"),
-               Query("refund please", "refund"), Query("track order", "ship"), Query("parcel not arrived", "ship"),
-               Query("card declined at checkout", "declined"), Query("tell me a joke", None),
-               Query("weather in paris", None), Query("who won the match", None),
-               Query("how do I bake bread", None), Query("can I get a dog", None)]
-HISTORY = (Turn("customer", "hi"), Turn("agent", "Hello! How can I help?"), Turn("customer", "a question"),
-           Turn("agent", "Sure, go ahead."))
+CALIBRATION = [
+    Query("reset password", "pw"),
+    Query("password forgotten", "pw"),
+    Query("money back", "refund"),
+    Query("refund please", "refund"),
+    Query("track order", "ship"),
+    Query("parcel not arrived", "ship"),
+    Query("card declined at checkout", "declined"),
+    Query("tell me a joke", None),
+    Query("weather in paris", None),
+    Query("who won the match", None),
+    Query("how do I bake bread", None),
+    Query("can I get a dog", None),
+]
+HISTORY = (
+    Turn("customer", "hi"),
+    Turn("agent", "Hello! How can I help?"),
+    Turn("customer", "a question"),
+    Turn("agent", "Sure, go ahead."),
+)
 
 
 class FixedGenerator(Generator):
@@ -66,20 +96,36 @@ def test_unconfident_faq_goes_to_a_confident_generator_with_recent_history(index
     generator = FixedGenerator("Happy to help with that.", 0.8)
     config = PipelineConfig(max_history_turns=2)
     reply = Pipeline(index, generator, config).respond(HISTORY, "tell me a story")
-    assert (reply.source, reply.text, reply.faq_id, reply.handoff) == ("model", "Happy to help with that.", None, False)
+    assert (reply.source, reply.text, reply.faq_id, reply.handoff) == (
+        "model",
+        "Happy to help with that.",
+        None,
+        False,
+    )
     assert reply.confidence == 0.8
     (request,) = generator.requests
-    assert request.context == HISTORY[-2:] + (Turn("customer", "tell me a story"),) and request.grounding is None
+    assert (
+        request.context == HISTORY[-2:] + (Turn("customer", "tell me a story"),) and request.grounding is None
+    )
 
 
 def test_neither_confident_hands_off_with_the_fallback_text(index: FaqIndex) -> None:
     generator = FixedGenerator("maybe this?", 0.2)
     reply = Pipeline(index, generator, PipelineConfig(max_history_turns=0)).respond(HISTORY, "tell me a joke")
-    assert (reply.source, reply.text, reply.faq_id, reply.handoff) == ("fallback", DEFAULT_FALLBACK, None, True)
+    assert (reply.source, reply.text, reply.faq_id, reply.handoff) == (
+        "fallback",
+        DEFAULT_FALLBACK,
+        None,
+        True,
+    )
     assert reply.confidence == pytest.approx(0.2)
     assert generator.requests[0].context == (Turn("customer", "tell me a joke"),)
     no_generator = Pipeline(index, None).respond([], "who won the football match")
-    assert no_generator.handoff and no_generator.source == "fallback" and no_generator.confidence < index.threshold
+    assert (
+        no_generator.handoff
+        and no_generator.source == "fallback"
+        and no_generator.confidence < index.threshold
+    )
 
 
 def test_generator_only_pipeline(index: FaqIndex) -> None:
@@ -90,8 +136,13 @@ def test_generator_only_pipeline(index: FaqIndex) -> None:
 def test_a_generated_handover_macro_sets_handoff() -> None:
     macro = "Thanks, I've passed that on. A member of our team will join this chat shortly."
     config = PipelineConfig(handoff_replies=(macro,))
-    reply = Pipeline(None, FixedGenerator("  thanks. I've passed that on  A member of our team "
-                                          "will join this chat shortly!", 0.9), config).respond([], "human pls")
+    reply = Pipeline(
+        None,
+        FixedGenerator(
+            "  thanks. I've passed that on  A member of our team will join this chat shortly!", 0.9
+        ),
+        config,
+    ).respond([], "human pls")
     assert (reply.source, reply.handoff) == ("model", True)
     reply = Pipeline(None, FixedGenerator("Could I get your order number?", 0.9), config).respond([], "hi")
     assert (reply.source, reply.handoff) == ("model", False)
@@ -134,10 +185,17 @@ def test_bad_input_and_config_fail_clearly(index: FaqIndex) -> None:
 
 def test_pipeline_with_the_real_retrieval_baseline(index: FaqIndex) -> None:
     dialogs = [
-        Dialog("d1", (Turn("customer", "can I talk about my loyalty points balance"),
-                      Turn("agent", "Of course, your points are shown under Account > Rewards."))),
-        Dialog("d2", (Turn("customer", "do you deliver on weekends"),
-                      Turn("agent", "We deliver Monday to Saturday."))),
+        Dialog(
+            "d1",
+            (
+                Turn("customer", "can I talk about my loyalty points balance"),
+                Turn("agent", "Of course, your points are shown under Account > Rewards."),
+            ),
+        ),
+        Dialog(
+            "d2",
+            (Turn("customer", "do you deliver on weekends"), Turn("agent", "We deliver Monday to Saturday.")),
+        ),
     ]
     baseline = RetrievalBaseline.build(dialogs)
     pipeline = Pipeline(index, baseline, PipelineConfig(generator_min_confidence=0.3))

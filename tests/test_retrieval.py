@@ -10,27 +10,55 @@ import pytest
 
 from assistant.data import Query
 from assistant.errors import ConfigError, DataError, RetrievalError
-from assistant.index_store import INDEX_MANIFEST, INDEX_SUBDIR
-from assistant.retrieval import FaqIndex, RetrieverConfig, rebuild_index
+from assistant.retrieval.index import FaqIndex, RetrieverConfig, rebuild_index
+from assistant.retrieval.store import INDEX_MANIFEST, INDEX_SUBDIR
 from finetune import build_index
 
 FAQ = [
-    {"id": "pw", "question": "How do I reset my password?", "answer": "Use 'Forgot password' on the sign-in page.",
-     "examples": ["forgot my password", "can't log in, need a new password", "password reset link"]},
-    {"id": "refund", "question": "How do I get a refund?", "answer": "Refunds reach your card within 5 days.",
-     "examples": ["I want my money back", "refund for a returned item", "how long do refunds take"]},
-    {"id": "ship", "question": "Where is my order?", "answer": "Track it under Account > Orders.",
-     "examples": ["track my parcel", "my package has not arrived", "delivery status of my order"]},
-    {"id": "hours", "question": "What are your opening hours?", "answer": "8am to 8pm, Monday to Saturday.",
-     "examples": ["when are you open", "customer service hours", "are you open on sunday"]},
-    {"id": "cancel", "question": "How do I cancel my subscription?", "answer": "Account > Subscription > Cancel.",
-     "examples": ["stop my subscription", "end my membership", "cancel the monthly plan"]},
+    {
+        "id": "pw",
+        "question": "How do I reset my password?",
+        "answer": "Use 'Forgot password' on the sign-in page.",
+        "examples": ["forgot my password", "can't log in, need a new password", "password reset link"],
+    },
+    {
+        "id": "refund",
+        "question": "How do I get a refund?",
+        "answer": "Refunds reach your card within 5 days.",
+        "examples": ["I want my money back", "refund for a returned item", "how long do refunds take"],
+    },
+    {
+        "id": "ship",
+        "question": "Where is my order?",
+        "answer": "Track it under Account > Orders.",
+        "examples": ["track my parcel", "my package has not arrived", "delivery status of my order"],
+    },
+    {
+        "id": "hours",
+        "question": "What are your opening hours?",
+        "answer": "8am to 8pm, Monday to Saturday.",
+        "examples": ["when are you open", "customer service hours", "are you open on sunday"],
+    },
+    {
+        "id": "cancel",
+        "question": "How do I cancel my subscription?",
+        "answer": "Account > Subscription > Cancel.",
+        "examples": ["stop my subscription", "end my membership", "cancel the monthly plan"],
+    },
 ]
 QUERIES = [
-    ("reset password please", "pw"), ("password forgotten", "pw"), ("get my money back", "refund"),
-    ("refund status", "refund"), ("track order", "ship"), ("parcel not arrived", "ship"),
-    ("opening hours sunday", "hours"), ("cancel subscription", "cancel"), ("end membership now", "cancel"),
-    ("tell me a joke", None), ("what is the weather like in paris", None), ("who won the football match", None),
+    ("reset password please", "pw"),
+    ("password forgotten", "pw"),
+    ("get my money back", "refund"),
+    ("refund status", "refund"),
+    ("track order", "ship"),
+    ("parcel not arrived", "ship"),
+    ("opening hours sunday", "hours"),
+    ("cancel subscription", "cancel"),
+    ("end membership now", "cancel"),
+    ("tell me a joke", None),
+    ("what is the weather like in paris", None),
+    ("who won the football match", None),
     ("recommend a good movie", None),
 ]
 
@@ -157,47 +185,70 @@ def test_malformed_faq_line_gives_file_line_and_field(tmp_path: Path) -> None:
 def test_rebuild_picks_up_faq_changes_and_keeps_config(bm25_index: FaqIndex, tmp_path: Path) -> None:
     bm25_index.save(tmp_path / "index")
     changed = [e for e in FAQ if e["id"] != "hours"] + [
-        {"id": "gift", "question": "Do you sell gift vouchers?", "answer": "Yes, from 10 to 200 euros.",
-         "examples": ["buy a gift card", "voucher for a friend"]}]
+        {
+            "id": "gift",
+            "question": "Do you sell gift vouchers?",
+            "answer": "Yes, from 10 to 200 euros.",
+            "examples": ["buy a gift card", "voucher for a friend"],
+        }
+    ]
     new_faq = write_jsonl(tmp_path / "faq-v2.jsonl", changed)
     rebuilt = rebuild_index(tmp_path / "index", new_faq)
     assert rebuilt.search("can I buy a gift voucher")[0].faq_id == "gift"
     assert "hours" not in {e.id for e in rebuilt.entries}
     assert rebuilt.config == bm25_index.config and rebuilt.threshold is not None
-    assert rebuilt.calibration["report"]["relabelled_out_of_scope"] == 1  # "opening hours sunday" lost its entry
+    assert (
+        rebuilt.calibration["report"]["relabelled_out_of_scope"] == 1
+    )  # "opening hours sunday" lost its entry
     reloaded = FaqIndex.load(tmp_path / "index")
     assert reloaded.search("gift card for my sister")[0].faq_id == "gift"
     assert reloaded.source["sha256"] != bm25_index.source["sha256"]
 
 
-def test_build_index_cli_build_rebuild_and_error(faq_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_build_index_cli_build_rebuild_and_error(
+    faq_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     queries = write_jsonl(tmp_path / "q.jsonl", [{"text": t, "faq_id": f} for t, f in QUERIES])
     out = tmp_path / "index"
-    assert build_index.main(["--faq", str(faq_file), "--queries", str(queries), "--out", str(out), "--method", "bm25"]) == 0
+    assert (
+        build_index.main(
+            ["--faq", str(faq_file), "--queries", str(queries), "--out", str(out), "--method", "bm25"]
+        )
+        == 0
+    )
     assert FaqIndex.load(out).threshold is not None
     write_jsonl(faq_file, FAQ + [{"id": "gift", "question": "Do you sell gift vouchers?", "answer": "Yes."}])
     assert build_index.main(["--rebuild", "--faq", str(faq_file), "--out", str(out)]) == 0
     assert FaqIndex.load(out).search("gift vouchers")[0].faq_id == "gift"
-    faq_file.write_text(faq_file.read_text() + '{"id": "oops", "question": "q", "answer": "a", "examples": "x"}\n')
+    faq_file.write_text(
+        faq_file.read_text() + '{"id": "oops", "question": "q", "answer": "a", "examples": "x"}\n'
+    )
     capsys.readouterr()
     assert build_index.main(["--rebuild", "--faq", str(faq_file), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "faq.jsonl:7: field 'examples' must be a list of strings" in err
 
 
-def test_rebuild_refuses_retriever_flags_it_would_ignore(faq_file: Path, tmp_path: Path,
-                                                         capsys: pytest.CaptureFixture) -> None:
+def test_rebuild_refuses_retriever_flags_it_would_ignore(
+    faq_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     queries = write_jsonl(tmp_path / "q.jsonl", [{"text": t, "faq_id": f} for t, f in QUERIES])
     out = tmp_path / "index"
-    assert build_index.main(["--faq", str(faq_file), "--queries", str(queries), "--out", str(out), "--method", "bm25"]) == 0
+    assert (
+        build_index.main(
+            ["--faq", str(faq_file), "--queries", str(queries), "--out", str(out), "--method", "bm25"]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert build_index.main(["--rebuild", "--faq", str(faq_file), "--out", str(out), "--bm25-k1", "0.9"]) == 2
     assert "--rebuild keeps the index's own retriever config; drop ['--bm25-k1']" in capsys.readouterr().err
     assert FaqIndex.load(out).config.bm25_k1 == RetrieverConfig().bm25_k1
 
 
-def test_build_index_warns_when_calibration_has_no_out_of_scope_queries(faq_file: Path, tmp_path: Path,
-                                                                         capsys: pytest.CaptureFixture) -> None:
+def test_build_index_warns_when_calibration_has_no_out_of_scope_queries(
+    faq_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     args = ["--faq", str(faq_file), "--method", "bm25"]
     with_oos = write_jsonl(tmp_path / "q.jsonl", [{"text": t, "faq_id": f} for t, f in QUERIES])
     assert any(f is None for _, f in QUERIES)
@@ -223,9 +274,11 @@ def test_config_validation_names_the_field() -> None:
 @pytest.mark.slow
 def test_dense_and_hybrid_rank_paraphrases_without_shared_words(hybrid_index: FaqIndex) -> None:
     dense = hybrid_index.derive(method="dense")
-    for text, expected in [("I can't remember the secret code to sign in", "pw"),
-                           ("when does your shop close today", "hours"),
-                           ("I sent the jacket back, when do I see the cash again", "refund")]:
+    for text, expected in [
+        ("I can't remember the secret code to sign in", "pw"),
+        ("when does your shop close today", "hours"),
+        ("I sent the jacket back, when do I see the cash again", "refund"),
+    ]:
         assert dense.search(text)[0].faq_id == expected, text
         assert hybrid_index.search(text)[0].faq_id == expected, text
     hit = hybrid_index.search("parcel still missing")[0]
@@ -235,20 +288,29 @@ def test_dense_and_hybrid_rank_paraphrases_without_shared_words(hybrid_index: Fa
 
 
 @pytest.mark.slow
-def test_dense_round_trip_keeps_embeddings_and_rebuild_reuses_them(hybrid_index: FaqIndex, tmp_path: Path) -> None:
+def test_dense_round_trip_keeps_embeddings_and_rebuild_reuses_them(
+    hybrid_index: FaqIndex, tmp_path: Path
+) -> None:
     hybrid_index.save(tmp_path / "index")
     assert np.load(tmp_path / "index" / "embeddings.npy").shape == (len(hybrid_index.texts), 384)
     loaded = FaqIndex.load(tmp_path / "index")
     text = "my package has still not shown up"
-    assert [(h.faq_id, round(h.score, 5)) for h in loaded.search(text)] == \
-        [(h.faq_id, round(h.score, 5)) for h in hybrid_index.search(text)]
-    new_faq = write_jsonl(tmp_path / "faq-v2.jsonl", FAQ + [
-        {"id": "gift", "question": "Do you sell gift vouchers?", "answer": "Yes.", "examples": []}])
+    assert [(h.faq_id, round(h.score, 5)) for h in loaded.search(text)] == [
+        (h.faq_id, round(h.score, 5)) for h in hybrid_index.search(text)
+    ]
+    new_faq = write_jsonl(
+        tmp_path / "faq-v2.jsonl",
+        FAQ + [{"id": "gift", "question": "Do you sell gift vouchers?", "answer": "Yes.", "examples": []}],
+    )
     rebuilt = rebuild_index(tmp_path / "index", new_faq)
     assert rebuilt.derive(method="dense").search("a present card for my mum")[0].faq_id == "gift"
     # reuse copies the stored rows of unchanged texts instead of encoding them: mark the stored rows
-    marked = FaqIndex(hybrid_index.entries, hybrid_index.config, bm25=hybrid_index._bm25,
-                      embeddings=np.full_like(hybrid_index._embeddings, 0.5))
+    marked = FaqIndex(
+        hybrid_index.entries,
+        hybrid_index.config,
+        bm25=hybrid_index._bm25,
+        embeddings=np.full_like(hybrid_index._embeddings, 0.5),
+    )
     entries = [*hybrid_index.entries, rebuilt.entries[-1]]
     fresh = FaqIndex.build(entries, hybrid_index.config, reuse=marked)
     n_old = len(hybrid_index.texts)
@@ -262,7 +324,11 @@ def test_tune_fusion_picks_the_best_grid_setting_on_the_given_queries(hybrid_ind
     tuned, rows = build_index.tune_fusion(hybrid_index, queries)
     assert len(rows) == len(build_index.FUSION_GRID)
     best = max(r["hit@1"] for r in rows)
-    chosen = next(r for r in rows if (r["fusion"], r["dense_weight"]) == (tuned.config.fusion, tuned.config.dense_weight))
+    chosen = next(
+        r
+        for r in rows
+        if (r["fusion"], r["dense_weight"]) == (tuned.config.fusion, tuned.config.dense_weight)
+    )
     assert chosen["hit@1"] == best and tuned.threshold is None  # derived indexes start uncalibrated
     with pytest.raises(ConfigError, match="needs --method hybrid"):
         build_index.tune_fusion(hybrid_index.derive(method="dense"), queries)

@@ -1,4 +1,4 @@
-"""Tests for assistant/scrub.py: each kind of personal data is replaced; look-alikes are kept."""
+"""Tests for assistant/ingest/scrub.py: each kind of personal data is replaced; look-alikes are kept."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 from assistant.data import Dialog, Turn
 from assistant.errors import ConfigError
-from assistant.scrub import Scrubber, ScrubConfig, iban_valid, luhn_valid
+from assistant.ingest.scrub import Scrubber, ScrubConfig, iban_valid, luhn_valid
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,10 @@ def test_checksums():
 
 
 def test_urls_can_be_kept_and_regions_are_validated():
-    assert Scrubber(ScrubConfig(scrub_urls=False)).scrub("go to https://example.com/x") == "go to https://example.com/x"
+    assert (
+        Scrubber(ScrubConfig(scrub_urls=False)).scrub("go to https://example.com/x")
+        == "go to https://example.com/x"
+    )
     with pytest.raises(ConfigError, match="'XX' is not a region code"):
         ScrubConfig(phone_regions=("XX",))
 

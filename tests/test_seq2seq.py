@@ -6,16 +6,24 @@ import pytest
 import torch
 
 from assistant.errors import ConfigError
-from assistant.seq2seq import Seq2SeqConfig, Seq2SeqModel, reorder_state
-from assistant.seq2seq.attention import Attention
+from assistant.generators.lstm import Seq2SeqConfig, Seq2SeqModel, reorder_state
+from assistant.generators.lstm.attention import Attention
 
 VOCAB, PAD = 50, 0
 
 
 def make_model(**overrides) -> Seq2SeqModel:
     torch.manual_seed(0)
-    config = Seq2SeqConfig(**{"emb_size": 16, "hidden_size": 24, "encoder_layers": 2, "decoder_layers": 2,
-                              "dropout": 0.1, **overrides})
+    config = Seq2SeqConfig(
+        **{
+            "emb_size": 16,
+            "hidden_size": 24,
+            "encoder_layers": 2,
+            "decoder_layers": 2,
+            "dropout": 0.1,
+            **overrides,
+        }
+    )
     return Seq2SeqModel(config, VOCAB, PAD).eval()
 
 
@@ -23,7 +31,7 @@ def padded(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     lengths = torch.tensor([len(r) for r in rows])
     out = torch.full((len(rows), int(lengths.max())), PAD)
     for i, r in enumerate(rows):
-        out[i, :len(r)] = torch.tensor(r)
+        out[i, : len(r)] = torch.tensor(r)
     return out, lengths
 
 
@@ -55,9 +63,9 @@ def test_encoder_padding_does_not_change_outputs() -> None:
     outputs, (h, c) = model.encoder(src, src_len)
     for i, row in enumerate(SRC):
         alone_out, (alone_h, alone_c) = model.encoder(torch.tensor([row]), torch.tensor([len(row)]))
-        assert torch.allclose(outputs[i, :len(row)], alone_out[0], atol=1e-6)
+        assert torch.allclose(outputs[i, : len(row)], alone_out[0], atol=1e-6)
         assert torch.allclose(h[i], alone_h[0], atol=1e-6) and torch.allclose(c[i], alone_c[0], atol=1e-6)
-        assert torch.count_nonzero(outputs[i, len(row):]) == 0
+        assert torch.count_nonzero(outputs[i, len(row) :]) == 0
 
 
 @pytest.mark.parametrize("attention", ["dot", "general", "concat"])
@@ -68,7 +76,7 @@ def test_model_padding_does_not_change_logits(attention: str) -> None:
     batch_logits = model(src, src_len, tgt_in)
     for i, (s, t) in enumerate(zip(SRC, TGT_IN, strict=True)):
         alone = model(torch.tensor([s]), torch.tensor([len(s)]), torch.tensor([t]))
-        assert torch.allclose(batch_logits[i, :len(t)], alone[0], atol=1e-5)
+        assert torch.allclose(batch_logits[i, : len(t)], alone[0], atol=1e-5)
 
 
 def test_attention_ignores_padding() -> None:

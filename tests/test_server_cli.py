@@ -9,7 +9,7 @@ import threading
 import pytest
 from werkzeug.serving import make_server
 
-from server.cli import main
+from server.cli.main import main
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +136,7 @@ def test_generator_options_reach_the_model_loader(make_app, baseline_dir):
 
 
 def test_index_rebuild_adds_a_new_entry(tmp_path, index_dir, capsys, demo_data):
-    from assistant.retrieval import FaqIndex
+    from assistant.retrieval.index import FaqIndex
 
     directory = tmp_path / "index"
     FaqIndex.load(index_dir).save(directory)

@@ -41,7 +41,7 @@ def test_a_failed_build_leaves_no_asset_that_looks_finished(tmp_path):
 
 @pytest.mark.slow
 def test_demo_index_is_built_once_and_reused(tmp_path):
-    from assistant.retrieval import FaqIndex
+    from assistant.retrieval.index import FaqIndex
 
     directory = ensure_demo_index(tmp_path, progress=lambda m: None)
     assert directory == tmp_path / "models" / "demo-index"
@@ -58,6 +58,10 @@ def test_demo_handoff_macro_is_the_one_the_demo_agents_use(demo_data):
     from assistant.data import read_dialogs
     from server.demo import DEMO_HANDOFF_REPLIES
 
-    agent_turns = {t.text for d in read_dialogs(demo_data / "dialogs" / "train.jsonl") for t in d.turns
-                   if t.role == "agent"}
+    agent_turns = {
+        t.text
+        for d in read_dialogs(demo_data / "dialogs" / "train.jsonl")
+        for t in d.turns
+        if t.role == "agent"
+    }
     assert set(DEMO_HANDOFF_REPLIES) <= agent_turns

@@ -14,7 +14,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from server.embedded_redis import EmbeddedRedis, EmbeddedRedisError
+from server.store.embedded import EmbeddedRedis, EmbeddedRedisError
 
 OFF_TOPIC = "tell me a joke about penguins"
 

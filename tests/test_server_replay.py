@@ -8,8 +8,8 @@ import threading
 import pytest
 from werkzeug.serving import make_server
 
-from server.cli import main
-from server.client import HttpClient
+from server.cli.client import HttpClient
+from server.cli.main import main
 
 
 @pytest.fixture
@@ -24,9 +24,23 @@ def live_url(app):
 
 def test_replay_dialogs_and_queries_over_http(live_url, demo_data, tmp_path):
     out = tmp_path / "replay"
-    code = main(["replay", "--url", live_url, "--dialogs", str(demo_data / "dialogs" / "test.jsonl"),
-                 "--turns-per-dialog", "2", "--queries", str(demo_data / "faq" / "queries-dev.jsonl"),
-                 "--limit", "5", "--out-dir", str(out)])
+    code = main(
+        [
+            "replay",
+            "--url",
+            live_url,
+            "--dialogs",
+            str(demo_data / "dialogs" / "test.jsonl"),
+            "--turns-per-dialog",
+            "2",
+            "--queries",
+            str(demo_data / "faq" / "queries-dev.jsonl"),
+            "--limit",
+            "5",
+            "--out-dir",
+            str(out),
+        ]
+    )
     assert code == 0
     report = json.loads((out / "replay.json").read_text())
     dialogs, queries = report["sections"]
@@ -45,8 +59,20 @@ def test_replay_dialogs_and_queries_over_http(live_url, demo_data, tmp_path):
 
 
 def test_replay_reports_unreachable_server_and_missing_input(tmp_path, demo_data, capsys):
-    assert main(["replay", "--url", "http://127.0.0.1:9", "--queries",
-                 str(demo_data / "faq" / "queries-dev.jsonl"), "--limit", "1"]) == 2
+    assert (
+        main(
+            [
+                "replay",
+                "--url",
+                "http://127.0.0.1:9",
+                "--queries",
+                str(demo_data / "faq" / "queries-dev.jsonl"),
+                "--limit",
+                "1",
+            ]
+        )
+        == 2
+    )
     assert "cannot reach http://127.0.0.1:9" in capsys.readouterr().err
     assert main(["replay", "--url", "http://127.0.0.1:9"]) == 2
     assert "nothing to send" in capsys.readouterr().err
@@ -58,7 +84,9 @@ def test_a_non_json_error_page_is_a_clear_error_not_a_traceback():
     from assistant.errors import AssistantError
 
     def proxy(environ, start_response):
-        return Response("<html>502 Bad Gateway</html>", status=502, content_type="text/html")(environ, start_response)
+        return Response("<html>502 Bad Gateway</html>", status=502, content_type="text/html")(
+            environ, start_response
+        )
 
     server = make_server("127.0.0.1", 0, proxy)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

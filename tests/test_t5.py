@@ -9,8 +9,17 @@ import torch
 
 from assistant.data import FaqEntry, Turn
 from assistant.errors import CheckpointError, ConfigError, ModelError
-from assistant.generator import GenerationRequest, load_generator
-from assistant.t5 import (
+from assistant.generators.base import GenerationRequest
+from assistant.generators.loader import load_generator
+from assistant.generators.t5.adapters import (
+    LoraSettings,
+    attach_lora,
+    load_adapters,
+    merge_adapter,
+    save_adapter,
+    trainable_parameters,
+)
+from assistant.generators.t5.model import (
     PRESETS,
     T5GenerationSettings,
     T5Generator,
@@ -20,14 +29,6 @@ from assistant.t5 import (
     load_tokenizer,
     resolve_model_config,
     write_manifest,
-)
-from assistant.t5_adapters import (
-    LoraSettings,
-    attach_lora,
-    load_adapters,
-    merge_adapter,
-    save_adapter,
-    trainable_parameters,
 )
 from tests.conftest import T5_TOKENIZER
 

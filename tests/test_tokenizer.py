@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from assistant.data import SPECIAL_MARKERS
 from assistant.errors import ConfigError, ModelError
-from assistant.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, TokenizerConfig
+from assistant.generators.lstm.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, TokenizerConfig
+from assistant.model_input import SPECIAL_MARKERS
 
-CORPUS = [f"{greeting} my order number is {n} and it has not arrived" for n in range(40)
-          for greeting in ("hello", "hi there")] + [
-    "could I get your name please", "your table is booked for tonight at seven",
-    "thank you and goodbye", "the weather in London is sunny", "I would like a taxi to the airport",
+CORPUS = [
+    f"{greeting} my order number is {n} and it has not arrived"
+    for n in range(40)
+    for greeting in ("hello", "hi there")
+] + [
+    "could I get your name please",
+    "your table is booked for tonight at seven",
+    "thank you and goodbye",
+    "the weather in London is sunny",
+    "I would like a taxi to the airport",
 ]
 
 

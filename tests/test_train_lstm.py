@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from assistant.checkpoint import load_checkpoint
 from assistant.data import Turn
-from assistant.generator import MANIFEST, GenerationRequest, load_generator
+from assistant.generators.base import MANIFEST, GenerationRequest
+from assistant.generators.loader import load_generator
+from assistant.generators.lstm.checkpoint import load_checkpoint
 from finetune.lstm_data import make_batches
 from finetune.train_lstm import PRESETS, lr_factor, main
 
@@ -25,9 +26,14 @@ def write_dialogs(path: Path, n: int, seed: int) -> Path:
     lines = []
     for i in range(n):
         name, city = rng.choice(NAMES), rng.choice(CITIES)
-        turns = [("customer", f"hi, I need a taxi to {city}"), ("agent", "Could I get your name, please?"),
-                 ("customer", f"my name is {name}"), ("agent", f"Thank you {name}, a taxi to {city} is booked."),
-                 ("customer", "thanks, bye"), ("agent", "Goodbye!")]
+        turns = [
+            ("customer", f"hi, I need a taxi to {city}"),
+            ("agent", "Could I get your name, please?"),
+            ("customer", f"my name is {name}"),
+            ("agent", f"Thank you {name}, a taxi to {city} is booked."),
+            ("customer", "thanks, bye"),
+            ("agent", "Goodbye!"),
+        ]
         lines.append(json.dumps({"id": f"d{seed}-{i}", "turns": [{"role": r, "text": t} for r, t in turns]}))
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -40,10 +46,39 @@ def dialogs(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def tiny_args(dialogs: tuple[Path, Path], out: Path, *extra: str) -> list[str]:
-    return ["--train", str(dialogs[0]), "--valid", str(dialogs[1]), "--output-dir", str(out),
-            "--vocab-size", "120", "--emb-size", "32", "--hidden-size", "64", "--dropout", "0.0",
-            "--batch-size", "16", "--warmup-steps", "5", "--lr", "0.01", "--threads", "1", "--device", "cpu",
-            "--max-source-len", "60", "--max-target-len", "40", "--decode-max-len", "40", *extra]
+    return [
+        "--train",
+        str(dialogs[0]),
+        "--valid",
+        str(dialogs[1]),
+        "--output-dir",
+        str(out),
+        "--vocab-size",
+        "120",
+        "--emb-size",
+        "32",
+        "--hidden-size",
+        "64",
+        "--dropout",
+        "0.0",
+        "--batch-size",
+        "16",
+        "--warmup-steps",
+        "5",
+        "--lr",
+        "0.01",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+        "--max-source-len",
+        "60",
+        "--max-target-len",
+        "40",
+        "--decode-max-len",
+        "40",
+        *extra,
+    ]
 
 
 def history(out: Path) -> list[dict]:
@@ -110,7 +145,9 @@ def test_bucketed_batches_cover_every_example_once_and_group_lengths() -> None:
     batches = make_batches(pairs, 32, 20, random.Random(1))
     assert sorted(i for b in batches for i in b) == list(range(1000))
     assert all(len(b) <= 32 for b in batches)
-    spread = sum(max(len(pairs[i][1]) for i in b) - min(len(pairs[i][1]) for i in b) for b in batches) / len(batches)
+    spread = sum(max(len(pairs[i][1]) for i in b) - min(len(pairs[i][1]) for i in b) for b in batches) / len(
+        batches
+    )
     assert spread < 5  # targets within a batch have similar lengths (random batches: ~25)
     assert make_batches(pairs, 32, 20, random.Random(1)) == batches  # seeded
     assert make_batches(pairs, 32, 20, random.Random(2)) != batches
@@ -118,6 +155,7 @@ def test_bucketed_batches_cover_every_example_once_and_group_lengths() -> None:
 
 def test_presets_only_change_defaults() -> None:
     from finetune.train_lstm import parse_args
+
     args = parse_args(["--preset", "demo", "--emb-size", "64"])
     assert args.emb_size == 64 and args.hidden_size == PRESETS["demo"]["hidden_size"]
     assert str(args.train).endswith("data/dialogs/train.jsonl")

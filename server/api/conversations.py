@@ -1,0 +1,57 @@
+"""Blueprint ``conversations``: read (``GET``) and erase (``DELETE``) a stored conversation.
+
+``GET /v1/conversations/<id>`` → ``{conversation_id, status, updated_at, ttl_seconds, turns: [...]}``
+(404 if none is stored: never created, expired or erased). ``DELETE`` erases its history, state and
+stored answers and answers 204 (404 if there was none).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from flask import Blueprint, jsonify
+
+from server.api.guards import check_api_key
+from server.api.schemas import ID_RULE, is_valid_id
+from server.errors import ApiError
+from server.runtime import runtime
+
+bp = Blueprint("conversations", __name__, url_prefix="/v1/conversations")
+bp.before_request(check_api_key)
+
+
+def _checked(conversation_id: str) -> str:
+    if not is_valid_id(conversation_id):
+        raise ApiError(
+            422, "invalid_field", f"conversation id {conversation_id[:60]!r} is invalid: expected {ID_RULE}"
+        )
+    return conversation_id
+
+
+@bp.get("/<conversation_id>")
+def get_conversation(conversation_id: str):
+    """The stored messages and state of a conversation."""
+    conv = runtime().store.load(_checked(conversation_id))
+    if conv is None:
+        raise ApiError(
+            404,
+            "not_found",
+            f"no conversation {conversation_id!r} is stored (never created, expired or erased)",
+        )
+    return jsonify(
+        {
+            "conversation_id": conv.conversation_id,
+            "status": conv.status,
+            "updated_at": conv.updated_at,
+            "ttl_seconds": conv.ttl_seconds,
+            "turns": [asdict(t) for t in conv.turns],
+        }
+    )
+
+
+@bp.delete("/<conversation_id>")
+def delete_conversation(conversation_id: str):
+    """Erase a conversation (history, state, stored answers)."""
+    if not runtime().store.delete(_checked(conversation_id)):
+        raise ApiError(404, "not_found", f"no conversation {conversation_id!r} is stored")
+    return "", 204

@@ -1,0 +1,1 @@
+"""Helpdesk channels (Chatwoot, Zendesk Sunshine): verify -> dedupe -> queue -> reply."""

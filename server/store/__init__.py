@@ -1,0 +1,1 @@
+"""Redis: the dialog store (``history``) and the embedded Redis server (``embedded``)."""
