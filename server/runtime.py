@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from flask import Flask, current_app
 
 from assistant.data import Turn
+from assistant.pipeline import Reply
 from server.settings import Settings
 from server.store.embedded import EmbeddedRedis
 from server.store.history import DialogStore, connect
@@ -28,8 +29,7 @@ log = logging.getLogger(__name__)
 class ReplyPipeline(Protocol):
     """What the server needs of ``assistant.pipeline.Pipeline``."""
 
-    def respond(self, history: list[Turn], text: str) -> Any:  # returns assistant.pipeline.Reply
-        ...
+    def respond(self, history: list[Turn], text: str) -> Reply: ...
 
 
 def load_pipeline(

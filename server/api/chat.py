@@ -22,8 +22,8 @@ bp.before_request(check_api_key)
 def chat():
     """Answer one customer message in a conversation."""
     body = parse_body(ChatRequest)
-    answer, replayed = run_turn(runtime(), body.conversation_id, body.text, body.message_id)
-    response = jsonify(answer)
-    if replayed:
+    result = run_turn(runtime(), body.conversation_id, body.text, body.message_id)
+    response = jsonify(result.to_json())
+    if result.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return response
