@@ -71,4 +71,17 @@ def create_app(
     for module in (chat, rasa, conversations, health):
         app.register_blueprint(module.bp)
     app.after_request(add_cors_headers)
+    _init_production(app)
     return app
+
+
+def _init_production(app: Flask) -> None:
+    """Tenant keys, rate limits, metrics, the OpenAPI document and request logs (docs/server.md)."""
+    from server import logs, metrics
+    from server.api import auth, limits, openapi
+
+    metrics.init_app(app)  # first: its timer starts before any other hook may refuse the request
+    logs.init_app(app)
+    auth.init_app(app)
+    limits.init_app(app)
+    openapi.init_app(app)

@@ -67,7 +67,9 @@ class ApiError(Exception):
 
 
 def error_response(status: int, code: str, message: str) -> tuple[Response, int]:
-    """The JSON error body ``{"error": {code, message, request_id}}`` and status."""
+    """The JSON error body ``{"error": {code, message, request_id}}`` and status (``g.error_code``
+    keeps the code for the metrics and the request log)."""
+    g.error_code = code
     return jsonify({"error": {"code": code, "message": message, "request_id": request_id()}}), status
 
 
@@ -157,10 +159,13 @@ def register_error_handlers(app: Flask) -> None:
             limit = app.config.get("MAX_CONTENT_LENGTH")
             message = f"the request body is larger than {limit} bytes (setting max_body_bytes)"
         elif status == 404:
-            message = "no such endpoint; see docs/server.md for the API"
+            message = "no such endpoint; the API is described at /openapi.json and /docs"
         elif status == 405:
             allowed = ", ".join(sorted(getattr(exc, "valid_methods", None) or []))
             message = f"method not allowed here; allowed: {allowed}"
+            response, status = error_response(status, code, message)
+            response.headers["Allow"] = allowed  # RFC 9110: a 405 lists the allowed methods
+            return response, status
         return error_response(status, code, message)
 
     @app.errorhandler(Exception)

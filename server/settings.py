@@ -181,6 +181,45 @@ class Settings:
         metadata=_help("Largest request body accepted, in bytes (Flask MAX_CONTENT_LENGTH; larger: 413)."),
     )
 
+    # production serving (server/api/auth.py, limits.py, server/logs.py, server/store/scrubbing.py)
+    rate_limit_per_key: str = field(
+        default="1200/minute",
+        metadata=_help(
+            "Requests one API key (or, without keys, one client address) may make, over all endpoints, "
+            "as a flask-limiter rate string ('1200/minute', '20/second;1000/hour'); counted in Redis, so "
+            "shared by every worker. Empty = no limit. Over it: 429 with Retry-After."
+        ),
+    )
+    rate_limit_per_conversation: str = field(
+        default="60/minute",
+        metadata=_help(
+            "Messages one conversation may receive (/v1/chat and the Rasa webhook together), as a rate "
+            "string like rate_limit_per_key. Empty = no limit. Over it: 429 with Retry-After."
+        ),
+    )
+    log_format: Literal["text", "json"] = field(
+        default="text",
+        metadata=_help(
+            "'json' = one JSON object per log line with request_id, route, status, duration_ms, "
+            "conversation_id, tenant (for log shippers); 'text' = plain lines. Applied by 'assistant "
+            "serve' and server.wsgi (gunicorn)."
+        ),
+    )
+    log_message_text: bool = field(
+        default=False,
+        metadata=_help(
+            "Log each message's and reply's text in the request log line, scrubbed of personal data "
+            "(assistant.ingest.scrub). Off = texts never reach the logs."
+        ),
+    )
+    scrub_history: bool = field(
+        default=False,
+        metadata=_help(
+            "Scrub personal data (e-mails, phones, cards, IBANs, URLs, IPs) from messages before they are "
+            "stored in the conversation history; the reply model then sees the scrubbed history too."
+        ),
+    )
+
     def __post_init__(self) -> None:
         self.validate()
 
@@ -297,6 +336,10 @@ class Settings:
             f"at least 4 x max_text_chars = {4 * self.max_text_chars} so a longest UTF-8 text fits",
         )
 
+        _check(self.log_format in ("text", "json"), "log_format", self.log_format, "'text' or 'json'")
+        for name in ("rate_limit_per_key", "rate_limit_per_conversation"):
+            _check(_rate_ok(getattr(self, name)), name, getattr(self, name), "empty or e.g. '60/minute'")
+
     @functools.cached_property
     def allowed_origins(self) -> tuple[str, ...]:
         """The ``cors_origins`` setting as a tuple (empty: CORS off)."""
@@ -323,6 +366,18 @@ class Settings:
     def generator_loader_options(self) -> dict[str, Any]:
         """The ``generator_options`` setting as keyword arguments for ``load_generator`` (empty if unset)."""
         return json.loads(self.generator_options) if self.generator_options else {}
+
+
+def _rate_ok(value: str) -> bool:
+    """Whether ``value`` is empty or a rate string ``limits.parse_many`` reads (``'60/minute'``)."""
+    if not value:
+        return True
+    from limits import parse_many
+
+    try:
+        return bool(parse_many(value))
+    except ValueError:
+        return False
 
 
 def env_var(f: dataclasses.Field) -> str:

@@ -9,20 +9,20 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from server.api.guards import check_api_key, parse_body
+from server.api.auth import require, tenant_runtime
+from server.api.guards import parse_body
 from server.api.schemas import ChatRequest
-from server.runtime import runtime
 from server.turn import run_turn
 
 bp = Blueprint("chat", __name__, url_prefix="/v1")
-bp.before_request(check_api_key)
+bp.before_request(require("chat"))
 
 
 @bp.post("/chat")
 def chat():
     """Answer one customer message in a conversation."""
     body = parse_body(ChatRequest)
-    result = run_turn(runtime(), body.conversation_id, body.text, body.message_id)
+    result = run_turn(tenant_runtime(), body.conversation_id, body.text, body.message_id)
     response = jsonify(result.to_json())
     if result.replayed:
         response.headers["Idempotent-Replayed"] = "true"

@@ -11,13 +11,11 @@ from dataclasses import asdict
 
 from flask import Blueprint, jsonify
 
-from server.api.guards import check_api_key
+from server.api.auth import authorize, tenant_runtime
 from server.api.schemas import ID_RULE, is_valid_id
 from server.errors import ApiError
-from server.runtime import runtime
 
 bp = Blueprint("conversations", __name__, url_prefix="/v1/conversations")
-bp.before_request(check_api_key)
 
 
 def _checked(conversation_id: str) -> str:
@@ -30,8 +28,9 @@ def _checked(conversation_id: str) -> str:
 
 @bp.get("/<conversation_id>")
 def get_conversation(conversation_id: str):
-    """The stored messages and state of a conversation."""
-    conv = runtime().store.load(_checked(conversation_id))
+    """The stored messages and state of a conversation (scope ``conversations:read``)."""
+    authorize("conversations:read")
+    conv = tenant_runtime().store.load(_checked(conversation_id))
     if conv is None:
         raise ApiError(
             404,
@@ -51,7 +50,8 @@ def get_conversation(conversation_id: str):
 
 @bp.delete("/<conversation_id>")
 def delete_conversation(conversation_id: str):
-    """Erase a conversation (history, state, stored answers)."""
-    if not runtime().store.delete(_checked(conversation_id)):
+    """Erase a conversation: history, state, stored answers (scope ``conversations:erase``)."""
+    authorize("conversations:erase")
+    if not tenant_runtime().store.delete(_checked(conversation_id)):
         raise ApiError(404, "not_found", f"no conversation {conversation_id!r} is stored")
     return "", 204

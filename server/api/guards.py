@@ -5,12 +5,13 @@ It does not define endpoints.
 
 from __future__ import annotations
 
-import hmac
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from flask import Response, request
 from pydantic import BaseModel
+from werkzeug.exceptions import HTTPException
 
+from server.api.auth import current_principal
 from server.errors import ApiError
 from server.runtime import runtime
 
@@ -43,25 +44,25 @@ def parse_body(model: type[M]) -> M:
     return model.model_validate(data, context={"max_text_chars": settings.max_text_chars})
 
 
+def peek_json_body() -> Any:
+    """The request's JSON body if it is one and within ``max_body_bytes``, else ``None`` (never raises;
+    for hooks that only look, e.g. the rate limit's conversation id and the request log)."""
+    if not request.is_json:
+        return None
+    try:
+        return request.get_json(silent=True)
+    except HTTPException:  # 413: too large to read; the view answers it
+        return None
+
+
 def check_api_key() -> None:
-    """Require the API key (``Authorization: Bearer <key>`` or ``X-API-Key``) when one is configured.
+    """Require a valid API key when keys are required (see ``server/api/auth.py``); no scope check.
 
     Raises:
-        ApiError: 401 when the key is missing or wrong.
+        ApiError: 401 when the key is missing, wrong, unknown or revoked.
     """
-    expected = runtime().settings.api_key
-    if not expected or request.method == "OPTIONS":  # CORS preflights carry no credentials
-        return
-    given = request.headers.get("X-API-Key", "")
-    auth = request.headers.get("Authorization", "")
-    if auth.lower().startswith("bearer "):
-        given = auth[7:].strip()
-    if not given or not hmac.compare_digest(given.encode(), expected.encode()):
-        raise ApiError(
-            401,
-            "unauthorized",
-            "missing or wrong API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
-        )
+    if request.method != "OPTIONS":  # CORS preflights carry no credentials
+        current_principal()
 
 
 def add_cors_headers(response: Response) -> Response:

@@ -7,10 +7,15 @@ API key (load balancers call them).
 
 from __future__ import annotations
 
+import logging
+
 import redis
 from flask import Blueprint, jsonify
 
+from server.errors import request_id
 from server.runtime import runtime
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("health", __name__)
 
@@ -31,8 +36,9 @@ def readyz():
     try:
         rt.store.ping()
         checks["redis"] = {"ok": True}
-    except redis.RedisError as e:
-        checks["redis"] = {"ok": False, "error": str(e)}
+    except redis.RedisError as e:  # the details (addresses, socket paths) go to the log, not the body
+        log.warning("request %s: readiness: Redis does not answer: %s", request_id(), e)
+        checks["redis"] = {"ok": False, "error": type(e).__name__}
         failed.append("redis")
     if failed:
         return jsonify(

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from server.api.guards import check_api_key, parse_body
+from server.api.auth import authorize, tenant_runtime
+from server.api.guards import parse_body
 from server.api.schemas import RasaRequest
-from server.runtime import runtime
 from server.turn import run_turn
 
 bp = Blueprint("rasa", __name__, url_prefix="/webhooks/rest")
@@ -27,7 +27,7 @@ def health():
 @bp.post("/webhook")
 def webhook():
     """Answer a Rasa REST channel message."""
-    check_api_key()
+    authorize("chat")
     body = parse_body(RasaRequest)
-    result = run_turn(runtime(), body.sender, body.message)
+    result = run_turn(tenant_runtime(), body.sender, body.message)
     return jsonify([{"recipient_id": body.sender, "text": r.text} for r in result.replies])

@@ -5,13 +5,16 @@ extra fields where the peer protocol sends them (Rasa widgets send ``metadata`` 
 length limit is a setting, so it is checked with the ``max_text_chars`` passed in the validation
 context, not hard-coded. Validation errors become HTTP 422 naming the field (``server/errors.py``).
 
-It holds no response models: responses are built by the blueprints as plain dicts.
+The response models describe what the blueprints send (``TurnResult.to_json`` for ``/v1/chat``, the
+stored turns for ``/v1/conversations``, the JSON error body of ``server/errors.py``): together with
+the request models they are the single source of ``/openapi.json`` (``server/api/openapi.py``), and
+the test suite checks real responses against them (schemathesis). They validate nothing at run time.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -20,6 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 ID_RULE = "1-128 characters of letters, digits, '.', '_', ':', '-'"
 _ID_RE = re.compile(ID_PATTERN)
+#: JSON-schema pattern of a message text: contains a non-space character (checked by ``_check_text``).
+NON_BLANK = r"\S"
 
 
 def is_valid_id(value: str) -> bool:
@@ -56,7 +61,11 @@ class ChatRequest(BaseModel):
         pattern=ID_PATTERN,
         description="the client's id of this message, for idempotent retries",
     )
-    text: str = Field(description="the customer's message")
+    text: str = Field(
+        description="the customer's message: at least one non-space character, at most max_text_chars "
+        "characters (longer: 413)",
+        json_schema_extra={"pattern": NON_BLANK},
+    )
     metadata: dict[str, Any] | None = Field(
         default=None, description="free-form, stored nowhere, echoed nowhere"
     )
@@ -70,7 +79,97 @@ class RasaRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     sender: str = Field(pattern=ID_PATTERN, description="the conversation id (Rasa's sender id)")
-    message: str = Field(description="the customer's message")
+    message: str = Field(
+        description="the customer's message (same rules as /v1/chat's text)",
+        json_schema_extra={"pattern": NON_BLANK},
+    )
     metadata: dict[str, Any] | None = None
 
     _message = field_validator("message")(_check_text)
+
+
+# ------------------------------------------------------------------------------------ responses
+Source = Literal["faq", "model", "fallback"]
+
+
+class ReplyOut(BaseModel):
+    """One message to the customer (``server.turn.ReplyItem``)."""
+
+    text: str = Field(description="what to send to the customer")
+    source: Source = Field(
+        description="faq: an FAQ answer verbatim; model: generated; fallback: handoff text"
+    )
+    faq_id: str | None = Field(default=None, description="the FAQ entry it came from; absent when none")
+
+
+class ChatResponse(BaseModel):
+    """Body of a ``POST /v1/chat`` answer (``server.turn.TurnResult.to_json``)."""
+
+    conversation_id: str = Field(pattern=ID_PATTERN)
+    message_id: str = Field(pattern=ID_PATTERN, description="the client's, or generated (uuid4 hex)")
+    replies: list[ReplyOut] = Field(min_length=1)
+    confidence: float = Field(ge=0, le=1, description="of the route taken")
+    handoff: bool = Field(description="a person should take over the conversation")
+
+
+class RasaMessage(BaseModel):
+    """One bot message of Rasa's REST channel answer."""
+
+    recipient_id: str = Field(description="the sender id of the request")
+    text: str
+
+
+class StoredTurnOut(BaseModel):
+    """One stored message (``server.store.history.StoredTurn``)."""
+
+    role: Literal["customer", "agent"]
+    text: str
+    message_id: str
+    at: float = Field(description="Unix seconds when stored")
+    source: Source | None = Field(description="agent turns: the reply's source; customer turns: null")
+    faq_id: str | None
+    confidence: float | None = Field(ge=0, le=1)
+    handoff: bool
+
+
+class ConversationResponse(BaseModel):
+    """Body of ``GET /v1/conversations/{conversation_id}``."""
+
+    conversation_id: str
+    status: Literal["bot", "handoff"]
+    updated_at: float | None = Field(description="Unix seconds of the last stored turn")
+    ttl_seconds: int | None = Field(description="seconds until the conversation expires")
+    turns: list[StoredTurnOut] = Field(description="oldest first, at most history_max_turns")
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong: a machine-readable code, a message naming the cause, the request id."""
+
+    code: str = Field(description="e.g. invalid_field, unauthorized, too_many_requests (docs/server.md)")
+    message: str
+    request_id: str = Field(description="also the X-Request-ID response header")
+
+
+class ErrorResponse(BaseModel):
+    """Every error body: ``{"error": {code, message, request_id}}``."""
+
+    error: ErrorDetail
+
+
+class StatusResponse(BaseModel):
+    """``{"status": "ok"}`` of ``/healthz`` and Rasa's channel health check."""
+
+    status: Literal["ok"]
+
+
+class ReadyError(BaseModel):
+    code: Literal["not_ready"]
+    message: str
+
+
+class ReadyResponse(BaseModel):
+    """``/readyz``: 200 ready, or 503 naming the dependency that failed."""
+
+    status: Literal["ready", "unavailable"]
+    checks: dict[str, dict[str, Any]] = Field(description="model and redis, each with ok: true|false")
+    error: ReadyError | None = None

@@ -1,0 +1,235 @@
+"""Prometheus metrics of the server, and ``GET /metrics`` (scope ``admin`` when keys are required).
+
+=============================================  =========  ==========================================
+metric                                         type       labels / meaning
+=============================================  =========  ==========================================
+``assistant_http_request_duration_seconds``    histogram  ``route`` (the URL rule, e.g.
+                                                          ``/v1/conversations/<conversation_id>``;
+                                                          ``<unmatched>`` for 404s), ``method``,
+                                                          ``status``
+``assistant_http_errors_total``                counter    ``code``: the JSON error body's code
+``assistant_redis_errors_total``               counter    ``code``: ``redis_unavailable`` |
+                                                          ``redis_error`` (requests answered 503)
+``assistant_replies_total``                    counter    ``source``: faq | model | fallback (replies
+                                                          computed, not replays of a ``message_id``)
+``assistant_handoffs_total``                   counter    replies with ``handoff: true``; handoff
+                                                          rate = ``rate(handoffs) / rate(replies)``
+``assistant_retrieval_confidence``             histogram  the FAQ index's calibrated confidence of
+                                                          its top hit, per message
+``assistant_reply_confidence``                 histogram  ``source``: the reply's confidence
+``assistant_pipeline_latency_seconds``         histogram  retrieval + reply model, per message
+``assistant_model_latency_seconds``            histogram  the reply model's ``generate`` call
+``assistant_queue_depth``                      gauge      ``queue``: read at scrape time from the
+                                                          callbacks given to
+                                                          :func:`register_queue_depth`
+=============================================  =========  ==========================================
+
+Under gunicorn, set ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory before the workers start
+(``server/gunicorn.conf.py`` does): each worker then writes its samples to memory-mapped files there
+and ``/metrics``, answered by any worker, adds up all of them (prometheus_client's multiprocess
+mode; the config's ``child_exit`` hook calls :func:`mark_process_dead`). Without it, one process's
+own counts are served.
+
+The reply metrics come from wrapping the runtime's pipeline (:class:`InstrumentedPipeline`) and its
+reply model's ``generate`` (:class:`TimedGenerator`), so neither the pipeline nor ``server/turn.py``
+knows about Prometheus. This module does not log (``server/logs.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from flask import Blueprint, Flask, Response, g, has_request_context, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily
+
+from server.runtime import Runtime
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_CONFIDENCE_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
+
+REQUEST_LATENCY = Histogram(
+    "assistant_http_request_duration_seconds",
+    "Time from request to response, by route, method and status.",
+    ["route", "method", "status"],
+    buckets=_LATENCY_BUCKETS,
+)
+HTTP_ERRORS = Counter("assistant_http_errors_total", "Error responses by error code.", ["code"])
+REDIS_ERRORS = Counter(
+    "assistant_redis_errors_total", "Requests answered 503 because Redis failed, by code.", ["code"]
+)
+REPLIES = Counter("assistant_replies_total", "Replies computed by the pipeline, by source.", ["source"])
+HANDOFFS = Counter("assistant_handoffs_total", "Replies that handed the conversation to a person.")
+RETRIEVAL_CONFIDENCE = Histogram(
+    "assistant_retrieval_confidence",
+    "The FAQ index's calibrated confidence of its top hit, per message.",
+    buckets=_CONFIDENCE_BUCKETS,
+)
+REPLY_CONFIDENCE = Histogram(
+    "assistant_reply_confidence",
+    "Confidence of the route taken, by source.",
+    ["source"],
+    buckets=_CONFIDENCE_BUCKETS,
+)
+PIPELINE_LATENCY = Histogram(
+    "assistant_pipeline_latency_seconds",
+    "Retrieval and reply model time per message.",
+    buckets=_LATENCY_BUCKETS,
+)
+MODEL_LATENCY = Histogram(
+    "assistant_model_latency_seconds", "Time of one reply-model generate call.", buckets=_LATENCY_BUCKETS
+)
+
+
+class TimedGenerator:
+    """Delegates to a reply model, timing each ``generate`` call into ``assistant_model_latency_seconds``."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def generate(self, requests: Sequence[Any]) -> list[Any]:
+        start = time.perf_counter()
+        try:
+            return self.inner.generate(requests)
+        finally:
+            elapsed = time.perf_counter() - start
+            MODEL_LATENCY.observe(elapsed)
+            _add_timing("model_ms", elapsed)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class InstrumentedPipeline:
+    """Delegates to a reply pipeline, counting replies by source, handoffs, confidences and latency.
+
+    Args:
+        inner: the pipeline (``respond(history, text) -> Reply``); when it has a ``generator``, that
+            is wrapped in :class:`TimedGenerator`; when it has an ``index``, the retrieval
+            confidence of each reply's hits is recorded.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        if getattr(inner, "generator", None) is not None and not isinstance(inner.generator, TimedGenerator):
+            inner.generator = TimedGenerator(inner.generator)
+
+    def respond(self, history: Sequence[Any], text: str) -> Any:
+        start = time.perf_counter()
+        reply = self.inner.respond(history, text)
+        elapsed = time.perf_counter() - start
+        PIPELINE_LATENCY.observe(elapsed)
+        _add_timing("pipeline_ms", elapsed)
+        REPLIES.labels(reply.source).inc()
+        REPLY_CONFIDENCE.labels(reply.source).observe(reply.confidence)
+        if reply.handoff:
+            HANDOFFS.inc()
+        index = getattr(self.inner, "index", None)
+        if index is not None and getattr(reply, "hits", None):
+            RETRIEVAL_CONFIDENCE.observe(float(index.confidence(reply.hits)))
+        return reply
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def _add_timing(name: str, seconds: float) -> None:
+    """Add ``seconds`` (as milliseconds) to this request's ``g.timings[name]`` (read by the request log)."""
+    if has_request_context():
+        timings = g.setdefault("timings", {})
+        timings[name] = round(timings.get(name, 0.0) + seconds * 1000, 2)
+
+
+def register_queue_depth(app: Flask, queue: str, depth: Callable[[], int]) -> None:
+    """Report ``depth()`` as ``assistant_queue_depth{queue=...}`` at every scrape (e.g. an RQ queue's
+    ``len(queue)``, read from Redis, so every worker reports the same number)."""
+    app.extensions.setdefault("assistant_queue_depth", {})[queue] = depth
+
+
+class _QueueDepthCollector:
+    def __init__(self, sources: dict[str, Callable[[], int]]) -> None:
+        self.sources = sources
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily("assistant_queue_depth", "Jobs waiting in a queue.", labels=["queue"])
+        for queue, depth in sorted(self.sources.items()):
+            family.add_metric([queue], float(depth()))
+        yield family
+
+
+def exposition(app: Flask) -> bytes:
+    """The Prometheus text exposition: every worker's samples in multiprocess mode, else this process's."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        text = generate_latest(registry)
+    else:
+        text = generate_latest(REGISTRY)
+    sources = app.extensions.get("assistant_queue_depth")
+    if sources:
+        queue_registry = CollectorRegistry()
+        queue_registry.register(_QueueDepthCollector(sources))
+        text += generate_latest(queue_registry)
+    return text
+
+
+def mark_process_dead(pid: int) -> None:
+    """Multiprocess mode: drop a dead worker's live-gauge files (gunicorn ``child_exit`` hook)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(pid)
+
+
+bp = Blueprint("metrics", __name__)
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """The Prometheus exposition (scope ``admin`` when API keys are required)."""
+    from flask import current_app
+
+    from server.api.auth import authorize
+
+    authorize("admin")
+    return Response(
+        exposition(current_app), mimetype=CONTENT_TYPE_LATEST.split(";")[0], content_type=CONTENT_TYPE_LATEST
+    )
+
+
+def _start_timer() -> None:
+    g.request_started = time.perf_counter()
+
+
+def _observe(response: Response) -> Response:
+    started = g.get("request_started")
+    if started is not None:
+        route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
+        REQUEST_LATENCY.labels(route, request.method, str(response.status_code)).observe(
+            time.perf_counter() - started
+        )
+    code = g.get("error_code")
+    if code:
+        HTTP_ERRORS.labels(code).inc()
+        if code.startswith("redis_"):
+            REDIS_ERRORS.labels(code).inc()
+    return response
+
+
+def init_app(app: Flask) -> None:
+    """Wrap the runtime's pipeline, time every request, and register ``GET /metrics``."""
+    rt: Runtime = app.extensions["assistant"]
+    if not isinstance(rt.pipeline, InstrumentedPipeline):
+        rt.pipeline = InstrumentedPipeline(rt.pipeline)
+    app.before_request(_start_timer)
+    app.after_request(_observe)
+    app.register_blueprint(bp)
