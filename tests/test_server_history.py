@@ -83,7 +83,7 @@ def test_delete_erases_history_state_and_stored_answers(app, client, echo_genera
     assert client.get("/v1/conversations/d").status_code == 404
     assert client.delete("/v1/conversations/d").status_code == 404
     store = app.extensions["assistant"].store
-    left = {k.decode() for k in store.client.scan_iter(match=f"{redis_server.prefix}:*")}
+    left = {k.decode() for k in store.client.scan_iter(match=f"{redis_server.prefix}:{{conv:*")}
     assert left and all("{conv:keep}" in k for k in left)
     # a retried message_id after erasure is answered anew, in a fresh conversation
     calls = len(echo_generator.requests)
