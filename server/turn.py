@@ -6,7 +6,8 @@
    each reply sees the previous one (409 if the lock is not free within ``lock_wait_seconds``).
 3. Load the stored history and ask the pipeline for a reply given that history and the new text
    (the reply model sees the multi-turn context, not only the last message).
-4. Store the customer message, the reply, the status and the answer for replay in one
+4. Store the customer message, the reply (both scrubbed of personal data with the setting
+   ``scrub_history``, ``server/store/scrubbing.py``), the status and the answer for replay in one
    ``MULTI/EXEC``. If Redis fails anywhere, the caller gets 503 and nothing partial is stored.
 
 The result is a typed :class:`TurnResult`; each channel renders it in its own format (``/v1/chat``
@@ -28,6 +29,7 @@ from assistant.pipeline import Reply
 from server.errors import ApiError
 from server.runtime import Runtime
 from server.store.history import DuplicateInFlight, StoredAnswer, StoredTurn
+from server.store.scrubbing import history_text
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +136,7 @@ def run_turn(rt: Runtime, conversation_id: str, text: str, message_id: str | Non
                 "retry in a moment to get its answer",
             ) from e
         if stored is not None:
-            if stored.customer_text != text:
+            if stored.customer_text != history_text(rt.settings, text):
                 raise ApiError(
                     409,
                     "message_id_reused",
@@ -167,11 +169,12 @@ def _answer_locked(
         reply = rt.pipeline.respond(history, text)
         result = TurnResult.from_reply(conversation_id, message_id, reply)
         now = time.time()
+        stored_text = history_text(rt.settings, text)  # scrubbed when the setting scrub_history is on
         turns = [
-            StoredTurn(role="customer", text=text, message_id=message_id, at=now),
+            StoredTurn(role="customer", text=stored_text, message_id=message_id, at=now),
             StoredTurn(
                 role="agent",
-                text=reply.text,
+                text=history_text(rt.settings, reply.text),
                 message_id=message_id,
                 at=now,
                 source=reply.source,
@@ -181,7 +184,7 @@ def _answer_locked(
             ),
         ]
         answer = StoredAnswer(
-            customer_text=text,
+            customer_text=stored_text,
             replies=tuple(r.to_json() for r in result.replies),
             confidence=result.confidence,
             handoff=result.handoff,

@@ -33,8 +33,8 @@ from flask import Flask, current_app, g, request
 
 from server.errors import ApiError
 from server.runtime import Runtime, runtime
-from server.store.history import DialogStore
-from server.store.keys import DEFAULT_TENANT, SCOPES, KeyStore
+from server.store.keys import SCOPES, KeyStore
+from server.store.tenants import DEFAULT_TENANT, scoped_store
 
 _BEARER = "bearer "
 
@@ -130,20 +130,6 @@ def require(scope: str) -> Callable[[], None]:
             authorize(scope)
 
     return hook
-
-
-def tenant_prefix(prefix: str, tenant: str) -> str:
-    """The Redis key prefix of ``tenant``'s conversations (``prefix`` itself for the default tenant)."""
-    return prefix if tenant == DEFAULT_TENANT else f"{prefix}:t:{tenant}"
-
-
-def scoped_store(store: DialogStore, tenant: str) -> DialogStore:
-    """``store`` with its keys under ``tenant``'s prefix (the same client, pool and limits)."""
-    if tenant == DEFAULT_TENANT:
-        return store
-    scoped = copy.copy(store)
-    scoped.prefix = tenant_prefix(store.prefix, tenant)
-    return scoped
 
 
 def tenant_runtime() -> Runtime:

@@ -10,6 +10,9 @@
   ``/history`` prints it, ``/quit`` (or Ctrl-D) leaves.
 * ``assistant replay --url URL --dialogs FILE --queries FILE`` sends real customer messages to a
   running server and prints the transcript and latency percentiles (``server/cli/replay.py``).
+* ``assistant keys create|list|revoke`` manages per-tenant API keys (``server/cli/keys.py``);
+  ``assistant export --out FILE`` writes stored conversations as training dialogs
+  (``server/cli/export.py``).
 * ``assistant index rebuild --index-dir D --faq FILE`` rebuilds an FAQ index from a new FAQ file with
   the index's own retriever config (``assistant.retrieval.index.rebuild_index``); restart the server after.
 
@@ -29,7 +32,7 @@ import uuid
 from typing import Any
 
 from assistant.errors import AssistantError
-from server.cli import replay
+from server.cli import export, keys, replay
 from server.cli.client import HttpClient
 from server.settings import ENVIRONMENTS, Settings, env_var
 
@@ -97,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.add_arguments(replay_parser)
 
+    keys.add_arguments(sub.add_parser("keys", help="create, list and revoke per-tenant API keys"))
+    export.add_arguments(
+        sub.add_parser("export", help="write stored conversations as training dialogs JSONL (scrubbed)")
+    )
+
     index = sub.add_parser("index", help="FAQ index maintenance")
     index_sub = index.add_subparsers(dest="index_command", required=True)
     rebuild = index_sub.add_parser("rebuild", help="rebuild an index from a new FAQ file, same config")
@@ -115,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
             return _chat(args)
         if args.command == "replay":
             return replay.run(args)
+        if args.command == "keys":
+            return keys.run(args)
+        if args.command == "export":
+            return export.run(args)
         return _index_rebuild(args)
     except AssistantError as e:
         print(f"error: {e}", file=sys.stderr)

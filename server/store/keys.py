@@ -35,13 +35,10 @@ from dataclasses import asdict, dataclass
 import redis
 
 from assistant.errors import AssistantError
+from server.store.tenants import check_tenant
 
 #: What a key may do. ``admin`` implies every other scope and also allows ``/metrics``.
 SCOPES = ("chat", "conversations:read", "conversations:erase", "admin")
-#: The tenant of the shared ``api_key`` setting; its conversations keep the un-namespaced Redis keys.
-DEFAULT_TENANT = "default"
-TENANT_PATTERN = r"[a-z0-9][a-z0-9-]{0,31}"
-TENANT_RULE = "1-32 characters of lower-case letters, digits and '-', starting with a letter or digit"
 _KEY_RE = re.compile(r"ak_([0-9a-f]{8})_[A-Za-z0-9_-]{43}")
 
 
@@ -82,13 +79,6 @@ class ApiKey:
 def digest(key: str) -> str:
     """SHA-256 hex digest of a key (what is stored and looked up)."""
     return hashlib.sha256(key.encode()).hexdigest()
-
-
-def check_tenant(tenant: str) -> str:
-    """Return ``tenant`` if valid. Raises :class:`ApiKeyError` naming the rule otherwise."""
-    if not re.fullmatch(TENANT_PATTERN, tenant):
-        raise ApiKeyError(f"tenant {tenant!r} is invalid; expected {TENANT_RULE}")
-    return tenant
 
 
 def check_scopes(scopes: list[str] | tuple[str, ...]) -> tuple[str, ...]:
