@@ -62,7 +62,9 @@ def test_keys_follow_the_documented_layout(app, client, redis_server):
     store = app.extensions["assistant"].store
     every = sorted(k.decode() for k in store.client.scan_iter(match=f"{redis_server.prefix}:*"))
     p = redis_server.prefix
-    keys = [k for k in every if not k.startswith(f"{p}:ratelimit:")]  # rate-limit counters: test_server_limits
+    keys = [
+        k for k in every if not k.startswith(f"{p}:ratelimit:")
+    ]  # rate-limit counters: test_server_limits
     assert keys == [
         f"{p}:{{conv:lay.out:1}}:dedupe:m-1",
         f"{p}:{{conv:lay.out:1}}:history",

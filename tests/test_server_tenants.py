@@ -49,7 +49,9 @@ def test_a_key_of_tenant_a_never_reaches_tenant_b(tenant_app, keys, echo_generat
     assert got.status_code == 404 and got.json["error"]["code"] == "not_found"
     assert client.delete("/v1/conversations/c-1", headers=bearer(b)).status_code == 404
     assert chat(client, b, "c-1", "and another one about giraffes please").status_code == 200
-    assert [t.text for t in echo_generator.requests[-1].context] == ["and another one about giraffes please"]  # no acme history
+    assert [t.text for t in echo_generator.requests[-1].context] == [
+        "and another one about giraffes please"
+    ]  # no acme history
 
     a_view = client.get("/v1/conversations/c-1", headers=bearer(a)).json
     b_view = client.get("/v1/conversations/c-1", headers=bearer(b)).json
@@ -57,7 +59,9 @@ def test_a_key_of_tenant_a_never_reaches_tenant_b(tenant_app, keys, echo_generat
         "tell me a joke about penguins",
         "one more joke about penguins please",
     ]
-    assert [t["text"] for t in b_view["turns"] if t["role"] == "customer"] == ["and another one about giraffes please"]
+    assert [t["text"] for t in b_view["turns"] if t["role"] == "customer"] == [
+        "and another one about giraffes please"
+    ]
     # the shared admin key is the default tenant: it sees neither
     assert client.get("/v1/conversations/c-1", headers=bearer(ADMIN)).status_code == 404
     # and A's keys live under A's prefix in Redis
