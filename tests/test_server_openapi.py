@@ -72,16 +72,16 @@ def live_server(make_app):
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield app, f"http://127.0.0.1:{server.server_port}"
+    yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
     thread.join(timeout=10)
 
 
 @pytest.mark.slow
 def test_schemathesis_finds_no_failure(live_server, tmp_path):
-    """schemathesis run over the whole spec: every check, every phase (examples, coverage, fuzzing,
-    stateful), as the admin key and, for object-level authorization, a second tenant's key."""
-    app, url = live_server
+    """schemathesis run over the whole spec with the admin key: every check, every phase (coverage,
+    fuzzing, stateful; the spec has no examples). Tenant isolation is tested in test_server_tenants.py."""
+    url = live_server
     cli = Path(sys.executable).with_name("schemathesis")
     report = tmp_path / "report"
     command = [
@@ -107,7 +107,7 @@ def test_schemathesis_finds_no_failure(live_server, tmp_path):
         "--no-color",
     ]
     done = subprocess.run(
-        command, capture_output=True, text=True, timeout=600, env={**os.environ, "NO_COLOR": "1"}
+        command, check=False, capture_output=True, text=True, timeout=600, env={**os.environ, "NO_COLOR": "1"}
     )
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     summary = done.stdout[done.stdout.rindex("SUMMARY") :]
