@@ -185,7 +185,7 @@ def _answer_locked(
         ]
         answer = StoredAnswer(
             customer_text=stored_text,
-            replies=tuple(r.to_json() for r in result.replies),
+            replies=tuple({**r.to_json(), "text": history_text(rt.settings, r.text)} for r in result.replies),
             confidence=result.confidence,
             handoff=result.handoff,
         )

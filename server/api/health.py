@@ -8,6 +8,7 @@ API key (load balancers call them).
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import redis
 from flask import Blueprint, jsonify
@@ -32,7 +33,10 @@ def readyz():
     rt = runtime()
     checks: dict[str, dict] = {}
     failed = []
-    checks["model"] = {"ok": True, **rt.model_info}  # create_app fails rather than run without a pipeline
+    # create_app fails rather than run without a pipeline; directories by name only: this endpoint
+    # needs no key, so it shows no server paths
+    info = {k: Path(v).name if k.endswith("_dir") and v else v for k, v in rt.model_info.items()}
+    checks["model"] = {"ok": True, **info}
     try:
         rt.store.ping()
         checks["redis"] = {"ok": True}

@@ -2,11 +2,11 @@
 
 With ``scrub_history`` on, e-mails, phone numbers, card numbers, IBANs, URLs and IP addresses are
 replaced with placeholders (``<EMAIL>``, ...) by the project's scrubber (``assistant.ingest.scrub``)
-before a customer message or a reply enters the conversation history, so the history, its export
-(``assistant export``) and the reply model's context of later turns hold none of them. The answer
-kept for a ``message_id`` retry stores the customer text scrubbed too (a retry is recognised by its
-scrubbed text), and the replies as they were sent, so that a retry replays them byte for byte; that
-record expires after ``dedupe_ttl_seconds``.
+before a customer message or a reply is stored, so the history, its export (``assistant export``)
+and the reply model's context of later turns hold none of them. The answer kept for a
+``message_id`` retry is stored scrubbed too: a retry is recognised by its scrubbed text, and gets
+the replies as stored — identical to the first answer unless that reply itself contained personal
+data, which the retry then sees as placeholders. Nothing unscrubbed is written to Redis.
 
 It does not talk to Redis (``history.py``) and does not decide what is personal data (``scrub.py``).
 """
