@@ -92,6 +92,14 @@ MODEL_LATENCY = Histogram(
 )
 
 
+# every known label value exported from the start at 0, so rate() and the dashboard see a series at once
+for _code in ("redis_unavailable", "redis_error"):
+    REDIS_ERRORS.labels(_code)
+for _source in ("faq", "model", "fallback"):
+    REPLIES.labels(_source)
+    REPLY_CONFIDENCE.labels(_source)
+
+
 class TimedGenerator:
     """Delegates to a reply model, timing each ``generate`` call into ``assistant_model_latency_seconds``."""
 

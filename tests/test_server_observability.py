@@ -169,3 +169,25 @@ def test_errors_logged_inside_a_request_carry_its_id(make_app, echo_generator, j
     )
     errors = [r for r in json_log() if r["level"] == "ERROR"]
     assert errors and errors[-1]["request_id"] == "req-9" and "ModelError: boom" in errors[-1]["exc_info"]
+
+
+def test_grafana_dashboard_queries_only_exported_metrics(make_app):
+    import re
+    from pathlib import Path
+
+    from server.metrics import register_queue_depth
+
+    app = make_app()
+    register_queue_depth(app, "replies", lambda: 0)
+    client = app.test_client()
+    client.post("/v1/chat", json={"conversation_id": "g", "text": OFF_TOPIC})
+    client.get("/v1/conversations/none")  # error codes are exported from their first occurrence
+    exported = {name for name, _ in samples(client)}
+    dashboard = json.loads((Path(__file__).parent.parent / "docs" / "grafana-dashboard.json").read_text())
+    queried = {
+        m
+        for p in dashboard["panels"]
+        for t in p["targets"]
+        for m in re.findall(r"\bassistant_[a-z_]+", t["expr"])
+    }
+    assert len(dashboard["panels"]) >= 8 and queried and queried <= exported, queried - exported

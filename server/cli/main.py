@@ -135,9 +135,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from server import create_app
+    from server.logs import configure_logging
 
     app = create_app(_overrides(args))
     settings = app.extensions["assistant"].settings
+    configure_logging(settings)  # request lines as JSON or text (setting log_format) from here on
     url = f"http://{args.host}:{args.port}"
     auth = " -H 'Authorization: Bearer $ASSISTANT_API_KEY'" if settings.api_key else ""
     body = json.dumps({"conversation_id": "demo-1", "text": "How do I reset my password?"})
