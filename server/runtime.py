@@ -155,7 +155,8 @@ class Runtime:
         """Close the Redis pool and stop the embedded Redis if this process started it."""
         if self.store is not None:
             self.store.client.close()
-            self.store.client.connection_pool.disconnect()
+            if hasattr(self.store.client, "connection_pool"):  # a RedisCluster has one pool per node
+                self.store.client.connection_pool.disconnect()
         if self.embedded is not None:
             self.embedded.stop()
 

@@ -106,7 +106,8 @@ class Settings:
     redis_url: str = field(
         default="",
         metadata=_help(
-            "Redis server URL (redis://, rediss://, unix://). Empty = start an embedded Redis in "
+            "Redis server URL (redis://, rediss://, unix://; redis+cluster://host:port,... for a Redis Cluster). "
+            "Empty = start an embedded Redis in "
             "<instance_dir>/redis with append-only persistence.",
             env="REDIS_URL",
         ),
@@ -292,10 +293,12 @@ class Settings:
             "1-64 characters of letters, digits, '_', '-', '.'",
         )
         _check(
-            not self.redis_url or self.redis_url.split("://", 1)[0] in ("redis", "rediss", "unix"),
+            not self.redis_url
+            or self.redis_url.split("://", 1)[0] in ("redis", "rediss", "unix", "redis+cluster"),
             "redis_url",
             self.redis_url,
-            "a redis://, rediss:// or unix:// URL, or empty for the embedded Redis",
+            "a redis://, rediss:// or unix:// URL, redis+cluster://host:port[,host:port] for a Redis Cluster, "
+            "or empty for the embedded Redis",
         )
         for name in ("redis_socket_timeout", "redis_connect_timeout", "lock_timeout_seconds"):
             _check(getattr(self, name) > 0, name, getattr(self, name), "a number of seconds > 0")

@@ -31,6 +31,7 @@ from flask_limiter import ApplicationLimit, Limiter, RequestLimit
 from server.api.auth import current_principal
 from server.api.guards import peek_json_body
 from server.runtime import Runtime
+from server.store.cluster import is_cluster_url
 
 #: Blueprints whose endpoints are rate limited (their endpoints require an API key).
 LIMITED_BLUEPRINTS = frozenset({"chat", "rasa", "conversations"})
@@ -76,6 +77,19 @@ def _add_retry_after(response: Response) -> Response:
     return response
 
 
+def _storage(rt: Runtime) -> dict:
+    """limits' storage on the server's Redis: the store's own connection pool (same timeouts and
+    retries); on a Redis Cluster, limits' cluster storage on the same nodes."""
+    settings = rt.settings
+    options: dict = {"key_prefix": f"{settings.redis_prefix}:ratelimit"}
+    if is_cluster_url(settings.redis_url):
+        options["socket_timeout"] = settings.redis_socket_timeout
+        return {"storage_uri": settings.redis_url, "storage_options": options}
+    # the URI only picks limits' Redis storage class; connections come from the pool
+    options["connection_pool"] = rt.store.client.connection_pool
+    return {"storage_uri": "redis://", "storage_options": options}
+
+
 def init_app(app: Flask) -> Limiter | None:
     """Install the configured rate limits on ``app`` (``None`` when both settings are empty)."""
     rt: Runtime = app.extensions["assistant"]
@@ -95,12 +109,7 @@ def init_app(app: Flask) -> Limiter | None:
         key_func=key_identity,
         application_limits=per_key if settings.rate_limit_per_key else [],
         strategy="sliding-window-counter",
-        # the URI only picks limits' Redis storage class; connections come from the store's own pool
-        storage_uri="redis://",
-        storage_options={
-            "connection_pool": rt.store.client.connection_pool,
-            "key_prefix": f"{settings.redis_prefix}:ratelimit",
-        },
+        **_storage(rt),
         headers_enabled=False,  # Retry-After is set on 429s only, without another Redis round trip
         swallow_errors=False,
         on_breach=_note_retry_after,

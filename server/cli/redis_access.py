@@ -79,6 +79,7 @@ def redis_client(settings: Settings) -> Iterator[redis.Redis]:
         raise RedisCommandError(f"Redis at {url} failed: {e}") from e
     finally:
         client.close()
-        client.connection_pool.disconnect()
+        if hasattr(client, "connection_pool"):  # a RedisCluster has one pool per node, closed above
+            client.connection_pool.disconnect()
         if embedded is not None:
             embedded.stop()

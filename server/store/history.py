@@ -94,12 +94,25 @@ def connect(
     """A Redis client on its own connection pool, with timeouts and retry with exponential backoff.
 
     Args:
-        url: ``redis://``, ``rediss://`` or ``unix://`` URL.
+        url: ``redis://``, ``rediss://`` or ``unix://`` URL; ``redis+cluster://host:port[,...]`` for
+            a Redis Cluster (a ``redis.cluster.RedisCluster`` is returned).
         socket_timeout: seconds a command may take; connect_timeout: seconds to connect.
         retries: retries after ``ConnectionError``/``TimeoutError``; the backoff before retry ``i``
             is ``min(backoff_cap, backoff_base * 2**i)`` seconds (redis-py ``ExponentialBackoff``).
         max_connections: pool size.
     """
+    if url.startswith("redis+cluster://"):  # a Redis Cluster (server/store/cluster.py)
+        from server.store.cluster import connect_cluster
+
+        return connect_cluster(
+            url,
+            socket_timeout=socket_timeout,
+            connect_timeout=connect_timeout,
+            retries=retries,
+            backoff_base=backoff_base,
+            backoff_cap=backoff_cap,
+            max_connections=max_connections,
+        )
     pool = redis.ConnectionPool.from_url(
         url,
         socket_timeout=socket_timeout,
@@ -322,7 +335,9 @@ class DialogStore:
             self.lock_key(conversation_id),
         ]
         keys += self.client.scan_iter(match=self.dedupe_key(conversation_id, "*"), count=500)
-        with self.client.pipeline(transaction=False) as pipe:
+        # one MULTI/EXEC: all keys share the conversation's hash tag, and a Redis Cluster pipeline
+        # runs multi-key DEL only inside a transaction
+        with self.client.pipeline(transaction=True) as pipe:
             pipe.exists(keys[0], keys[1])
             for start in range(0, len(keys), 500):
                 pipe.delete(*keys[start : start + 500])
