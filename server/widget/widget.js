@@ -82,7 +82,7 @@
       node.setAttribute(name, attrs[name]);
     });
     if (text !== undefined) {
-      node.textContent = text; // never innerHTML: every text stays text
+      node.textContent = text; // textContent only: every text stays text, never markup
     }
     return node;
   }
