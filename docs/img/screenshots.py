@@ -18,10 +18,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 
-from tests.browser import LAST_BOT, WIDGET, chromium, emulate_phone  # noqa: E402
+from tests.browser import LAST_BOT, WIDGET, chromium, emulate_phone
 
 MESSAGES = ["How do I cancel my order?", "I've been charged twice", "PC-128066 i think"]
 
