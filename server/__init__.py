@@ -66,9 +66,9 @@ def create_app(
     register_error_handlers(app)
     Runtime().init_app(app, settings, pipeline=pipeline, store=store)
 
-    from server.api import chat, conversations, health, rasa
+    from server.api import chat, conversations, health, rasa, widget
 
-    for module in (chat, rasa, conversations, health):
+    for module in (chat, rasa, conversations, health, widget):
         app.register_blueprint(module.bp)
     app.after_request(add_cors_headers)
     _init_production(app)

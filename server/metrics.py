@@ -30,9 +30,10 @@ and ``/metrics``, answered by any worker, adds up all of them (prometheus_client
 mode; the config's ``child_exit`` hook calls :func:`mark_process_dead`). Without it, one process's
 own counts are served.
 
-The reply metrics come from wrapping the runtime's pipeline (:class:`InstrumentedPipeline`) and its
-reply model's ``generate`` (:class:`TimedGenerator`), so neither the pipeline nor ``server/turn.py``
-knows about Prometheus. This module does not log (``server/logs.py``).
+The reply metrics are counted where every computed reply is stored (``server.turn.OpenTurn.store``
+calls :func:`observe_reply`, for JSON and streamed answers alike); the reply model's time is measured
+by wrapping the pipeline's generator in :class:`TimedGenerator` (a ``Generator`` itself, so streaming
+works through it), so the pipeline knows nothing about Prometheus. This module does not log (``server/logs.py``).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
+from assistant.generators.base import Generation, GenerationRequest, Generator, TextCallback
 from server.runtime import Runtime
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -100,56 +102,59 @@ for _source in ("faq", "model", "fallback"):
     REPLY_CONFIDENCE.labels(_source)
 
 
-class TimedGenerator:
-    """Delegates to a reply model, timing each ``generate`` call into ``assistant_model_latency_seconds``."""
+class TimedGenerator(Generator):
+    """A reply model whose ``generate`` and ``stream`` calls are timed into
+    ``assistant_model_latency_seconds`` (and the request's ``timings.model_ms``); all else delegated."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Generator) -> None:
         self.inner = inner
+        self.name = inner.name
 
-    def generate(self, requests: Sequence[Any]) -> list[Any]:
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         start = time.perf_counter()
         try:
             return self.inner.generate(requests)
         finally:
-            elapsed = time.perf_counter() - start
-            MODEL_LATENCY.observe(elapsed)
-            _add_timing("model_ms", elapsed)
+            _observe_model(time.perf_counter() - start)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
-class InstrumentedPipeline:
-    """Delegates to a reply pipeline, counting replies by source, handoffs, confidences and latency.
-
-    Args:
-        inner: the pipeline (``respond(history, text) -> Reply``); when it has a ``generator``, that
-            is wrapped in :class:`TimedGenerator`; when it has an ``index``, the retrieval
-            confidence of each reply's hits is recorded.
-    """
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        if getattr(inner, "generator", None) is not None and not isinstance(inner.generator, TimedGenerator):
-            inner.generator = TimedGenerator(inner.generator)
-
-    def respond(self, history: Sequence[Any], text: str) -> Any:
+    def stream(self, request: GenerationRequest, on_text: TextCallback) -> Generation:
         start = time.perf_counter()
-        reply = self.inner.respond(history, text)
-        elapsed = time.perf_counter() - start
-        PIPELINE_LATENCY.observe(elapsed)
-        _add_timing("pipeline_ms", elapsed)
-        REPLIES.labels(reply.source).inc()
-        REPLY_CONFIDENCE.labels(reply.source).observe(reply.confidence)
-        if reply.handoff:
-            HANDOFFS.inc()
-        index = getattr(self.inner, "index", None)
-        if index is not None and getattr(reply, "hits", None):
-            RETRIEVAL_CONFIDENCE.observe(float(index.confidence(reply.hits)))
-        return reply
+        try:
+            return self.inner.stream(request, on_text)
+        finally:
+            _observe_model(time.perf_counter() - start)
 
-    def __getattr__(self, name: str) -> Any:
+    @property
+    def supports_perplexity(self) -> bool:
+        return self.inner.supports_perplexity
+
+    def score(self, requests: Sequence[GenerationRequest], targets: Sequence[str]) -> tuple[float, int]:
+        return self.inner.score(requests, targets)
+
+    def __getattr__(self, name: str) -> Any:  # the model's own attributes (config, tokenizer, ...)
+        if name == "inner":
+            raise AttributeError(name)
         return getattr(self.inner, name)
+
+
+def _observe_model(seconds: float) -> None:
+    MODEL_LATENCY.observe(seconds)
+    _add_timing("model_ms", seconds)
+
+
+def observe_reply(reply: Any, pipeline: Any, seconds: float) -> None:
+    """Count one computed reply (JSON or streamed; not a replay): by source, handoff, its confidence,
+    the retrieval confidence of its FAQ hits (when ``pipeline`` has an ``index``) and ``seconds`` of
+    pipeline time. Called by ``server.turn.OpenTurn.store``."""
+    PIPELINE_LATENCY.observe(seconds)
+    _add_timing("pipeline_ms", seconds)
+    REPLIES.labels(reply.source).inc()
+    REPLY_CONFIDENCE.labels(reply.source).observe(reply.confidence)
+    if reply.handoff:
+        HANDOFFS.inc()
+    index = getattr(pipeline, "index", None)
+    if index is not None and getattr(reply, "hits", None):
+        RETRIEVAL_CONFIDENCE.observe(float(index.confidence(reply.hits)))
 
 
 def _add_timing(name: str, seconds: float) -> None:
@@ -234,10 +239,11 @@ def _observe(response: Response) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    """Wrap the runtime's pipeline, time every request, and register ``GET /metrics``."""
+    """Time the runtime's reply model, every request, and register ``GET /metrics``."""
     rt: Runtime = app.extensions["assistant"]
-    if not isinstance(rt.pipeline, InstrumentedPipeline):
-        rt.pipeline = InstrumentedPipeline(rt.pipeline)
+    generator = getattr(rt.pipeline, "generator", None)
+    if isinstance(generator, Generator) and not isinstance(generator, TimedGenerator):
+        rt.pipeline.generator = TimedGenerator(generator)
     app.before_request(_start_timer)
     app.after_request(_observe)
     app.register_blueprint(bp)

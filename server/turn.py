@@ -11,7 +11,10 @@
    ``MULTI/EXEC``. If Redis fails anywhere, the caller gets 503 and nothing partial is stored.
 
 The result is a typed :class:`TurnResult`; each channel renders it in its own format (``/v1/chat``
-JSON with :meth:`TurnResult.to_json`, the Rasa webhook's message list, a helpdesk API call). This
+JSON with :meth:`TurnResult.to_json`, the Rasa webhook's message list, a helpdesk API call).
+:func:`run_turn` is steps 1-3 (:func:`open_turn`, a context manager) around one ``pipeline.respond``
+call and step 4 (:meth:`OpenTurn.store`); the streaming endpoint (``server/streaming.py``) runs the
+same steps around a streamed reply. This
 module knows no HTTP request formats (the blueprints do) and no reply logic (``assistant.pipeline``).
 """
 
@@ -20,15 +23,19 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
+from assistant.data import Turn
 from assistant.pipeline import Reply
+from server import metrics
 from server.errors import ApiError
 from server.runtime import Runtime
-from server.store.history import DuplicateInFlight, StoredAnswer, StoredTurn
+from server.store.history import DialogStore, DuplicateInFlight, StoredAnswer, StoredTurn
 from server.store.scrubbing import history_text
 
 log = logging.getLogger(__name__)
@@ -122,6 +129,100 @@ def run_turn(rt: Runtime, conversation_id: str, text: str, message_id: str | Non
         redis.RedisError: Redis unreachable (mapped to 503 by ``server/errors.py``).
         ModelError: the reply model failed (503).
     """
+    with open_turn(rt, conversation_id, text, message_id) as turn:
+        if turn.replay is not None:
+            return turn.replay
+        return turn.store(rt.pipeline.respond(turn.history, text))
+
+
+class OpenTurn:
+    """A turn between its start and its store: the message claimed, the conversation locked, history loaded.
+
+    Made by :func:`open_turn`; the caller computes a reply from :attr:`history` (in one piece, or
+    streamed: ``server/streaming.py``) and stores it with :meth:`store`.
+
+    Attributes:
+        conversation_id, message_id, text: the message (``message_id`` generated if the client gave none).
+        replay: the stored answer when ``message_id`` was answered before (then nothing else is set:
+            no lock is taken, nothing is to be stored).
+        history: the stored turns the reply sees, oldest first.
+        stored: whether :meth:`store` ran.
+    """
+
+    def __init__(
+        self,
+        rt: Runtime,
+        conversation_id: str,
+        message_id: str,
+        text: str,
+        *,
+        dedupe: bool,
+        history: list[Turn] | None = None,
+        replay: TurnResult | None = None,
+    ) -> None:
+        self.rt = rt
+        self.conversation_id = conversation_id
+        self.message_id = message_id
+        self.text = text
+        self.dedupe = dedupe
+        self.history = history or []
+        self.replay = replay
+        self.stored = False
+        self.opened = time.perf_counter()  # the reply's computing time is measured from here (metrics)
+
+    def store(self, reply: Reply) -> TurnResult:
+        """Store the customer message, ``reply``, the status and the answer for replay in one MULTI/EXEC.
+
+        Raises:
+            redis.RedisError: nothing of the turn was stored.
+        """
+        metrics.observe_reply(reply, self.rt.pipeline, time.perf_counter() - self.opened)
+        result = TurnResult.from_reply(self.conversation_id, self.message_id, reply)
+        now = time.time()
+        settings = self.rt.settings
+        stored_text = history_text(settings, self.text)  # scrubbed when the setting scrub_history is on
+        turns = [
+            StoredTurn(role="customer", text=stored_text, message_id=self.message_id, at=now),
+            StoredTurn(
+                role="agent",
+                text=history_text(settings, reply.text),
+                message_id=self.message_id,
+                at=now,
+                source=reply.source,
+                faq_id=reply.faq_id,
+                confidence=result.confidence,
+                handoff=result.handoff,
+            ),
+        ]
+        answer = StoredAnswer(
+            customer_text=stored_text,
+            replies=tuple({**r.to_json(), "text": history_text(settings, r.text)} for r in result.replies),
+            confidence=result.confidence,
+            handoff=result.handoff,
+        )
+        self.rt.store.append_turn(
+            self.conversation_id,
+            turns,
+            status="handoff" if result.handoff else "bot",
+            dedupe=(self.message_id, answer) if self.dedupe else None,
+        )
+        self.stored = True
+        return result
+
+
+@contextmanager
+def open_turn(
+    rt: Runtime, conversation_id: str, text: str, message_id: str | None = None
+) -> Iterator[OpenTurn]:
+    """Steps 1-3 of a turn around the caller's reply: claim the message id, lock, load the history.
+
+    On leaving, the lock is released; when the block raised or did not store, the message id's claim is
+    released too, so the client may retry. Arguments as :func:`run_turn`.
+
+    Raises:
+        ApiError: 409 as :func:`run_turn` (before the block runs).
+        redis.RedisError: Redis unreachable.
+    """
     store = rt.store
     client_gave_id = message_id is not None
     message_id = message_id or uuid.uuid4().hex
@@ -143,19 +244,22 @@ def run_turn(rt: Runtime, conversation_id: str, text: str, message_id: str | Non
                     f"message_id {message_id!r} was already used for a different text in conversation "
                     f"{conversation_id!r}; use a new message_id for a new message",
                 )
-            return TurnResult.from_stored(conversation_id, message_id, stored)
+            replay = TurnResult.from_stored(conversation_id, message_id, stored)
+            yield OpenTurn(rt, conversation_id, message_id, text, dedupe=False, replay=replay)
+            return
+    turn = OpenTurn(rt, conversation_id, message_id, text, dedupe=client_gave_id)
     try:
-        return _answer_locked(rt, conversation_id, message_id, text, dedupe=client_gave_id)
-    except BaseException:
-        if client_gave_id:
+        with _locked(store, conversation_id):
+            turn.history = [t.to_turn() for t in store.history(conversation_id)]
+            turn.opened = time.perf_counter()
+            yield turn
+    finally:
+        if client_gave_id and not turn.stored:
             store.release_message(conversation_id, message_id)
-        raise
 
 
-def _answer_locked(
-    rt: Runtime, conversation_id: str, message_id: str, text: str, *, dedupe: bool
-) -> TurnResult:
-    store = rt.store
+@contextmanager
+def _locked(store: DialogStore, conversation_id: str) -> Iterator[None]:
     lock = store.lock(conversation_id)
     if not lock.acquire():
         raise ApiError(
@@ -165,37 +269,7 @@ def _answer_locked(
             f"{store.lock_wait} s; retry later",
         )
     try:
-        history = [t.to_turn() for t in store.history(conversation_id)]
-        reply = rt.pipeline.respond(history, text)
-        result = TurnResult.from_reply(conversation_id, message_id, reply)
-        now = time.time()
-        stored_text = history_text(rt.settings, text)  # scrubbed when the setting scrub_history is on
-        turns = [
-            StoredTurn(role="customer", text=stored_text, message_id=message_id, at=now),
-            StoredTurn(
-                role="agent",
-                text=history_text(rt.settings, reply.text),
-                message_id=message_id,
-                at=now,
-                source=reply.source,
-                faq_id=reply.faq_id,
-                confidence=result.confidence,
-                handoff=result.handoff,
-            ),
-        ]
-        answer = StoredAnswer(
-            customer_text=stored_text,
-            replies=tuple({**r.to_json(), "text": history_text(rt.settings, r.text)} for r in result.replies),
-            confidence=result.confidence,
-            handoff=result.handoff,
-        )
-        store.append_turn(
-            conversation_id,
-            turns,
-            status="handoff" if result.handoff else "bot",
-            dedupe=(message_id, answer) if dedupe else None,
-        )
-        return result
+        yield
     finally:
         try:
             lock.release()

@@ -191,3 +191,23 @@ def test_grafana_dashboard_queries_only_exported_metrics(make_app):
         for m in re.findall(r"\bassistant_[a-z_]+", t["expr"])
     }
     assert len(dashboard["panels"]) >= 8 and queried and queried <= exported, queried - exported
+
+
+def test_streamed_replies_are_counted_and_timed(make_app, demo_faq_index):
+    from streaming_support import SlowGenerator, read_events
+
+    from assistant.pipeline import Pipeline
+
+    client = make_app(use_pipeline=Pipeline(demo_faq_index, SlowGenerator(delay=0.0))).test_client()
+    before = samples(client)
+    response = client.post(
+        "/v1/chat",
+        json={"conversation_id": "s-1", "text": OFF_TOPIC},
+        headers={"Accept": "text/event-stream"},
+    )
+    events = [event for event, _ in read_events(response.iter_encoded())]
+    assert events[0] == "start" and events[-1] == "final" and events.count("chunk") > 1  # really streamed
+    after = samples(client)
+    assert delta(before, after, "assistant_replies_total", source="model") == 1
+    assert delta(before, after, "assistant_model_latency_seconds_count") == 1
+    assert delta(before, after, "assistant_pipeline_latency_seconds_count") == 1

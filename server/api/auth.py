@@ -1,12 +1,16 @@
 """Who is calling, and may they: API keys → a :class:`Principal` (tenant, scopes) → 401 / 403.
 
-A request presents a key as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. It is, in order:
+A request presents a key as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``, or a public site
+key as ``X-Site-Key`` (that header, when present, decides). The key is, in order:
 
 1. the shared ``api_key`` setting (compared with ``hmac.compare_digest``): tenant ``default``, scope
    ``admin`` — the operator's key, and what single-tenant installs use;
 2. a tenant key created with ``assistant keys create`` (``server/store/keys.py``), looked up in
    Redis on every request, so a revoked key is refused by every worker at once;
-3. no key at all: allowed only in development/testing with no ``api_key`` set (tenant ``default``,
+3. a public site key (``X-Site-Key``, ``server/site_keys.py``: the web widget): checked there for
+   its route, origin and conversation id (401/403), then tenant ``default`` with scopes ``chat`` and
+   ``conversations:read``;
+4. no key at all: allowed only in development/testing with no ``api_key`` set (tenant ``default``,
    every scope), otherwise 401.
 
 A wrong, unknown or revoked key is 401 ``unauthorized``; a valid key without the endpoint's scope
@@ -31,12 +35,15 @@ from dataclasses import dataclass
 
 from flask import Flask, current_app, g, request
 
+from server import site_keys
 from server.errors import ApiError
 from server.runtime import Runtime, runtime
 from server.store.keys import SCOPES, KeyStore
 from server.store.tenants import DEFAULT_TENANT, scoped_store
 
 _BEARER = "bearer "
+#: ``Principal.key_id`` of requests authenticated by a public site key (one per site, many visitors).
+SITE_KEY_ID = "site-key"
 
 
 @dataclass(frozen=True)
@@ -84,7 +91,10 @@ def current_principal() -> Principal:
     settings = runtime().settings
     given = presented_key()
     principal = None
-    if given:
+    if request.headers.get(site_keys.HEADER):  # a site key header is judged as such, key or not
+        site_keys.check_site_key(settings.site_key_origins)
+        principal = Principal(DEFAULT_TENANT, SITE_KEY_ID, ("chat", "conversations:read"))
+    elif given:
         if settings.api_key and hmac.compare_digest(given.encode(), settings.api_key.encode()):
             principal = Principal(DEFAULT_TENANT, "api_key", ("admin",))
         else:

@@ -80,7 +80,9 @@ def add_cors_headers(response: Response) -> Response:
         return response
     if request.method == "OPTIONS":
         response.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
-        response.headers["Access-Control-Allow-Headers"] = "Content-Type, Authorization, X-API-Key"
+        response.headers["Access-Control-Allow-Headers"] = (
+            "Content-Type, Authorization, X-API-Key, X-Site-Key, X-Request-ID"
+        )
         response.headers["Access-Control-Max-Age"] = "600"
-    response.headers["Access-Control-Expose-Headers"] = "Idempotent-Replayed"
+    response.headers["Access-Control-Expose-Headers"] = "Idempotent-Replayed, X-Request-ID"
     return response

@@ -2,8 +2,8 @@
 
 Two limits, each a flask-limiter rate string from the settings (empty = off):
 
-* ``rate_limit_per_key``: all requests of one API key (tenant + key id; without auth, one client
-  address) to the API blueprints (chat, rasa, conversations), as one application-wide limit;
+* ``rate_limit_per_key``: all requests of one API key (tenant + key id; without a key or with a
+  public site key, one client address) to the API blueprints (chat, rasa, conversations), as one application-wide limit;
 * ``rate_limit_per_conversation``: messages to one conversation of one tenant, ``POST /v1/chat`` and
   the Rasa webhook counted together (a shared limit, scope ``conversation``); the conversation id is
   read from the JSON body (``conversation_id`` / ``sender``); a body without one is not counted
@@ -28,7 +28,7 @@ import time
 from flask import Flask, Response, g, request
 from flask_limiter import ApplicationLimit, Limiter, RequestLimit
 
-from server.api.auth import current_principal
+from server.api.auth import SITE_KEY_ID, current_principal
 from server.api.guards import peek_json_body
 from server.runtime import Runtime
 from server.store.cluster import is_cluster_url
@@ -49,7 +49,7 @@ def _limited() -> bool:
 def key_identity() -> str:
     """The per-key limit's key: ``key:<tenant>:<key id>``, or ``addr:<client address>`` without auth."""
     principal = current_principal()
-    if principal.key_id == "anonymous":
+    if principal.key_id in ("anonymous", SITE_KEY_ID):  # no key, or a public key shared by all visitors
         return f"addr:{request.remote_addr}"
     return f"key:{principal.tenant}:{principal.key_id}"
 
