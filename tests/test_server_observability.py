@@ -194,9 +194,8 @@ def test_grafana_dashboard_queries_only_exported_metrics(make_app):
 
 
 def test_streamed_replies_are_counted_and_timed(make_app, demo_faq_index):
-    from streaming_support import SlowGenerator, read_events
-
     from assistant.pipeline import Pipeline
+    from tests.streaming_support import SlowGenerator, read_events
 
     client = make_app(use_pipeline=Pipeline(demo_faq_index, SlowGenerator(delay=0.0))).test_client()
     before = samples(client)
