@@ -53,6 +53,8 @@ _ERROR_MEANINGS = {
     503: "Redis or the reply model is unavailable; nothing was stored (redis_unavailable, redis_error, "
     "model_unavailable)",
 }
+#: what a public site key (server/site_keys.py) may call: POST /v1/chat, GET a conversation
+_SITE_KEY_OPERATIONS = ("chat", "getConversation")
 _TURN_ERRORS = (400, 401, 403, 409, 413, 415, 422, 429, 503)
 
 
@@ -201,6 +203,12 @@ def build_spec(max_text_chars: int) -> dict[str, Any]:
             operation["responses"][str(status)] = _response(
                 model, refs, "success" if status < 400 else "failure"
             )
+        description = ""
+        if op.operation_id == "chat":  # Accept: text/event-stream streams the answer (server/api/stream.py)
+            operation["responses"]["200"]["content"]["text/event-stream"] = {
+                "schema": {"type": "string", "description": "events start, chunk, reset, final, error"}
+            }
+            description = "With `Accept: text/event-stream` the reply streams as server-sent events. "
         for status in op.errors:
             response = _response(ErrorResponse, refs, _ERROR_MEANINGS[status])
             if status == 429:
@@ -212,7 +220,10 @@ def build_spec(max_text_chars: int) -> dict[str, Any]:
             operation["responses"][str(status)] = response
         if op.scope is not None:
             operation["security"] = [{"bearer": []}, {"apiKey": []}]
-            operation["description"] = f"Needs an API key with scope `{op.scope}` (or `admin`)."
+            site = ", or a public site key (`X-Site-Key`)" if op.operation_id in _SITE_KEY_OPERATIONS else ""
+            operation["description"] = (
+                f"{description}Needs an API key with scope `{op.scope}` (or `admin`){site}."
+            )
         else:
             operation["security"] = []
         paths.setdefault(op.path, {})[op.method] = operation
