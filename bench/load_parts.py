@@ -146,7 +146,7 @@ class Gunicorn:
             "--threads",
             str(self.threads),
         ]
-        command += ["--timeout", "120", "--graceful-timeout", "60"]
+        command += ["--timeout", "120", "--graceful-timeout", "60", "--no-control-socket"]
         return command
 
     def start(self, timeout: float = 600) -> None:

@@ -2,7 +2,7 @@
 
 :func:`init_app` logs every request on the ``server.access`` logger after its response is built::
 
-    POST /v1/chat 200 41.2ms  (+ extra fields: request_id, method, route, status, duration_ms,
+    POST /v1/chat 200 41.2ms  (+ extra fields: request_id, pid, method, route, status, duration_ms,
                               conversation_id, tenant, key_id, error_code, timings, text?, reply?)
 
 ``timings`` holds the milliseconds spent in the reply pipeline and the reply model
@@ -12,7 +12,7 @@ other record logged while a request is handled, so a 5xx's traceback and its acc
 
 Message texts are never logged unless the ``log_message_text`` setting is on; then the customer's
 text and the replies are logged scrubbed of personal data (``assistant.ingest.scrub``). API keys
-are never logged (only their ids).
+are never logged (only their ids; a refused well-formed key's id too, to see a revoked key still in use).
 
 :func:`configure_logging` sets up the root logger for a server process (``assistant serve``,
 ``server.wsgi``): ``log_format=json`` writes one JSON object per line (python-json-logger), ``text``
@@ -23,6 +23,7 @@ logging.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from typing import Any
@@ -112,13 +113,14 @@ def init_app(app: Flask) -> None:
         route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
         fields: dict[str, Any] = {
             "request_id": request_id(),
+            "pid": os.getpid(),  # which worker answered
             "method": request.method,
             "route": route,
             "status": response.status_code,
             "duration_ms": duration_ms,
             "conversation_id": _conversation_id(),
             "tenant": principal.tenant if principal else None,
-            "key_id": principal.key_id if principal else None,
+            "key_id": principal.key_id if principal else g.get("rejected_key_id"),
             "error_code": g.get("error_code"),
             "timings": g.get("timings", {}),
         }

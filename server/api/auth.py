@@ -38,7 +38,7 @@ from flask import Flask, current_app, g, request
 from server import site_keys
 from server.errors import ApiError
 from server.runtime import Runtime, runtime
-from server.store.keys import SCOPES, KeyStore
+from server.store.keys import SCOPES, KeyStore, key_id_of
 from server.store.tenants import DEFAULT_TENANT, scoped_store
 
 _BEARER = "bearer "
@@ -102,6 +102,7 @@ def current_principal() -> Principal:
             if record is not None:
                 principal = Principal(record.tenant, record.key_id, record.scopes)
         if principal is None:
+            g.rejected_key_id = key_id_of(given)  # the public id only, for the request log
             raise ApiError(401, "unauthorized", "wrong, unknown or revoked API key")
     elif not settings.api_key and settings.env != "production":
         principal = Principal(DEFAULT_TENANT, "anonymous", SCOPES)

@@ -1,8 +1,8 @@
 """The ``assistant`` command: ``serve`` the HTTP API, ``chat`` with it, ``replay`` traffic, ``index rebuild``.
 
 * ``assistant serve [--host H] [--port P] [--model-dir D] [--index-dir D] [--redis-url U] ...``
-  runs the server (Werkzeug's threaded server, for trying and small installs; production: gunicorn,
-  see ``docs/server.md``), printing its URL and a ready-to-paste ``curl`` line. Every setting of
+  runs the server (Werkzeug's threaded server, for trying and small installs; with ``--workers N``
+  gunicorn with N worker processes, ``server/cli/workers.py``), printing its URL and a ready-to-paste ``curl`` line. Every setting of
   ``server/settings.py`` is a flag; flags win over ``ASSISTANT_*`` environment variables.
 * ``assistant chat [--url URL]`` is an interactive terminal chat, against a running server over
   HTTP, or in-process (the same app through Flask's test client) without ``--url``. Each reply
@@ -31,7 +31,7 @@ import sys
 import uuid
 from typing import Any
 
-from assistant.errors import AssistantError
+from assistant.errors import AssistantError, ConfigError
 from server.cli import export, keys, replay
 from server.cli.client import HttpClient
 from server.settings import ENVIRONMENTS, Settings, env_var
@@ -83,6 +83,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the HTTP API")
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="run gunicorn with this many worker processes (production; server/cli/workers.py); "
+        "0 = Werkzeug's threaded server in this process (default)",
+    )
+    serve.add_argument(
+        "--threads", type=int, default=4, help="with --workers: threads per worker (default 4)"
+    )
+    serve.add_argument(
+        "--graceful-timeout",
+        type=int,
+        default=30,
+        help="with --workers: seconds requests in flight may take to finish on SIGTERM/SIGHUP (default 30)",
+    )
     _add_settings_flags(serve)
 
     chat = sub.add_parser("chat", help="interactive terminal chat against a server or in-process")
@@ -136,6 +152,28 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from server import create_app
     from server.logs import configure_logging
+
+    if args.workers < 0 or args.threads < 1 or args.graceful_timeout < 1:
+        raise ConfigError("--workers must be >= 0, --threads and --graceful-timeout >= 1")
+    if args.workers:
+        from server.cli import workers
+        from server.settings import load_settings
+
+        settings = load_settings(_overrides(args))  # checked here, before any worker starts
+        configure_logging(settings)
+        print(
+            f"assistant server on http://{args.host}:{args.port} ({args.workers} gunicorn workers)",
+            flush=True,
+        )
+        return workers.serve(
+            settings,
+            _overrides(args),
+            args.host,
+            args.port,
+            args.workers,
+            args.threads,
+            args.graceful_timeout,
+        )
 
     app = create_app(_overrides(args))
     settings = app.extensions["assistant"].settings

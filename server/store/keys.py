@@ -81,6 +81,13 @@ def digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def key_id_of(key: str) -> str | None:
+    """The public id of a well-formed key (``ak_<key_id>_...``), or ``None``; the secret part is not
+    looked at (for logging which key a refused request presented)."""
+    m = _KEY_RE.fullmatch(key)
+    return m.group(1) if m else None
+
+
 def check_scopes(scopes: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     """Return the scopes without duplicates. Raises :class:`ApiKeyError` for an unknown or empty list."""
     unknown = [s for s in scopes if s not in SCOPES]
