@@ -21,6 +21,7 @@ from typing import Any
 
 from flask import Flask, current_app, jsonify
 
+from assistant.errors import ConfigError
 from server.channels.config import ChannelsConfig, parse_channels
 from server.channels.jobs import Adapter, TurnRunner
 from server.channels.queue import ChannelQueue
@@ -86,6 +87,11 @@ def init_channels(app: Flask, *, in_process_worker: bool | None = None) -> Chann
     for sc_app in cfg.sunshine:
         ext.adapters[("sunshine", sc_app.name)] = sunshine.SunshineAdapter(sc_app, cfg.api_timeout_seconds)
     ext.runner = TurnRunner(rt, cfg, ext.state, ext.adapters)
+    if not settings.redis_url and rt.embedded is None:
+        raise ConfigError(
+            "setting channels (ASSISTANT_CHANNELS): the job queue needs the store's Redis; set redis_url "
+            "(REDIS_URL) when the app is given a ready store"
+        )
     url = settings.redis_url or rt.embedded.url
     ext.queue = ChannelQueue(
         url,
