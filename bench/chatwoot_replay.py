@@ -12,7 +12,7 @@ It starts, all on this machine and stopped at the end:
 then plays ``--deliveries`` signed ``message_created`` deliveries built from the customer turns of
 STAR test dialogs (``--dialogs``): ``--concurrency`` customers at a time, each sending its dialog's
 customer turns one by one and waiting for the bot's reply before the next (a conversation handed to
-humans stops there); mixed in, with a seeded RNG, duplicates (the same delivery re-sent at once, as
+humans gets one more message, with ``status: open``, which must stay unanswered, then stops); mixed in, with a seeded RNG, duplicates (the same delivery re-sent at once, as
 Chatwoot's retry does) and out-of-order retries (an earlier message of the conversation re-sent after
 a later one was answered, with its delivery id or with a new one).
 
@@ -103,7 +103,7 @@ class Player:
         self.replies: list[float] = []
         self.statuses: dict[str, int] = {}
         self.expected: dict[int, int] = {}  # conversation -> messages that should get a reply
-        self.kinds: dict[str, int] = {"new": 0, "duplicate": 0, "out_of_order": 0}
+        self.kinds: dict[str, int] = {"new": 0, "duplicate": 0, "out_of_order": 0, "after_handoff": 0}
         self.timeouts = 0
 
     def send(self, body: dict, delivery: str, kind: str) -> tuple[int, dict, float] | None:
@@ -140,8 +140,10 @@ class Player:
         sent: list[tuple[dict, str]] = []
         for text in texts:
             status = self.fake.status.get(conversation, "pending")
-            if status != "pending":
-                return  # handed to humans: this customer now talks to an agent
+            if status != "pending":  # handed to humans: one more message, which the bot must not answer
+                body = cw_message(self.fake.next_id(), text, conversation=conversation, status=status)
+                self.send(body, str(uuid.uuid4()), "after_handoff")
+                return
             body = cw_message(self.fake.next_id(), text, conversation=conversation, status=status)
             delivery = str(uuid.uuid4())
             before = len(self.fake.posted(conversation))
@@ -203,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--model-dir", default="", help="a reply model instead of the demo one")
     parser.add_argument("--index-dir", default="", help="an FAQ index instead of the demo one")
+    parser.add_argument(
+        "--pipeline", default="", help="ASSISTANT_PIPELINE JSON, e.g. a higher generator_min_confidence"
+    )
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--out", default="")
     args = parser.parse_args(argv)
@@ -245,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             "ASSISTANT_CHANNELS": json.dumps(channels),
             "ASSISTANT_MODEL_DIR": args.model_dir,
             "ASSISTANT_INDEX_DIR": args.index_dir,
+            "ASSISTANT_PIPELINE": args.pipeline,
             "OMP_NUM_THREADS": "1",
         }
         port = _free_port()
@@ -275,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
                             raise SystemExit((logs / "worker.log").read_text()[-2000:])
                         time.sleep(0.5)
                     report = _play(url, fake, conversations, rng, args)
+                    report["routes"], report["sample"] = _routes(url, report.pop("conversation_ids"))
                     report["server_counters"] = _counters(env)
                 finally:
                     worker.send_signal(signal.SIGTERM)
@@ -318,6 +325,7 @@ def _play(url: str, fake: FakeChatwoot, conversations: list[list[str]], rng: ran
     surplus = sum(max(0, posted[c] - n) for c, n in player.expected.items())
     lost = sum(max(0, n - posted[c]) for c, n in player.expected.items())
     return {
+        "conversation_ids": sorted(player.expected),
         "deliveries": sum(player.kinds.values()),
         "kinds": player.kinds,
         "answers": player.statuses,
@@ -341,6 +349,21 @@ def _play(url: str, fake: FakeChatwoot, conversations: list[list[str]], rng: ran
         "burst_window_seconds": args.burst_window,
         "wall_seconds": round(elapsed, 1),
     }
+
+
+def _routes(url: str, conversations: list[int]) -> tuple[dict[str, int], list[dict]]:
+    """How the stored replies were routed (faq / model / fallback, handoffs), and a few exchanges."""
+    routes: dict[str, int] = {}
+    sample: list[dict] = []
+    for c in conversations:
+        with urllib.request.urlopen(f"{url}/v1/conversations/cw-1-{c}", timeout=10) as r:
+            turns = json.loads(r.read())["turns"]
+        for customer, agent in zip(turns[::2], turns[1::2]):
+            key = agent["source"] + (" (handoff)" if agent["handoff"] else "")
+            routes[key] = routes.get(key, 0) + 1
+            if len(sample) < 6:
+                sample.append({"customer": customer["text"], "reply": agent["text"], "source": key})
+    return routes, sample
 
 
 def _counters(env: dict[str, str]) -> dict:
