@@ -9,6 +9,7 @@ import threading
 
 import pytest
 
+from server.cli.main import main
 from tests.channel_helpers import (
     CW_SECRET,
     CW_TOKEN,
@@ -169,7 +170,7 @@ def test_burst_of_three_messages_gets_one_reply(cw_app, chatwoot, echo_generator
     assert [t["role"] for t in turns] == ["customer", "agent"]
 
 
-def test_api_down_is_retried_then_handed_to_humans_and_visible(cw_app, chatwoot, caplog):
+def test_api_down_is_retried_then_handed_to_humans_and_visible(cw_app, chatwoot, caplog, capsys):
     app = cw_app(api_attempts=3)
     client = app.test_client()
     chatwoot.fault("/messages", times=100, status=503)
@@ -195,6 +196,20 @@ def test_api_down_is_retried_then_handed_to_humans_and_visible(cw_app, chatwoot,
     # the humans own it now: the next customer message is not answered
     post_chatwoot(client, cw_message(chatwoot.next_id(), "hello?", status="open"))
     assert len(chatwoot.calls("/messages")) == 3
+    # and the failure is inspectable from the command line
+    rt = app.extensions["assistant"]
+    flags = [
+        "--env",
+        "testing",
+        "--redis-url",
+        rt.settings.redis_url,
+        "--redis-prefix",
+        rt.settings.redis_prefix,
+    ]
+    assert main(["channels", "--limit", "5", *flags]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["counters"]["failed_turns"] == 1 and report["failures"][0]["turn_id"] == f"cw-m{message_id}"
+    assert report["dead_letters"] == 0
 
 
 def test_a_reply_whose_post_may_have_arrived_is_never_posted_again(cw_app, chatwoot):
@@ -305,3 +320,21 @@ def test_embedded_default_runs_the_worker_in_the_server_process(make_app, chatwo
     wait_until(lambda: len(chatwoot.posted(42)) == 1, timeout=10)
     assert threading.active_count() > 1
     assert CW_SECRET not in repr(app.extensions["channels"].cfg)  # secrets stay out of reprs and logs
+
+
+def test_several_bots_each_verified_by_its_own_secret_and_inboxes(make_app, chatwoot):
+    setting = json.loads(channels_setting(chatwoot_url=chatwoot.url))
+    other_secret = "second-bot-secret-0123456789"
+    setting["chatwoot"].append(
+        {**setting["chatwoot"][0], "name": "sales", "inbox_ids": [8], "webhook_secret": other_secret}
+    )
+    app = make_app(channels=json.dumps(setting))
+    client = app.test_client()
+    foreign = post_chatwoot(client, cw_message(chatwoot.next_id(), "hi", inbox=3), secret=other_secret)
+    assert foreign.status_code == 403 and foreign.json["error"]["code"] == "inbox_not_configured"
+    own = post_chatwoot(
+        client, cw_message(chatwoot.next_id(), FAQ_QUESTION, conversation=7, inbox=8), secret=other_secret
+    )
+    assert own.json == {"status": "queued", "conversation_id": "cw-1-7"}
+    wait_until(lambda: len(chatwoot.posted(7)) == 1, timeout=10)
+    assert app.extensions["channels"].state.failures() == []
