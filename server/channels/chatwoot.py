@@ -41,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import re
 import time
 from typing import Any
@@ -53,6 +54,7 @@ from server.channels.config import ChatwootBot
 from server.channels.http import call
 from server.errors import ApiError, error_response, request_id
 
+log = logging.getLogger(__name__)
 bp = Blueprint("chatwoot", __name__, url_prefix="/webhooks/chatwoot")
 
 #: Events Chatwoot sends to webhooks and agent bots (``app/listeners/*``, ``Events::Types``).
@@ -165,9 +167,7 @@ def conversation_key(account_id: int, conversation_id: int) -> str:
 @bp.errorhandler(redis.RedisError)
 def _redis_failed(exc: redis.RedisError):
     """Chatwoot retries a delivery only on 429 and 500: answer 500 so a Redis outage is retried."""
-    import logging
-
-    logging.getLogger(__name__).warning("request %s: Redis failed: %s", request_id(), exc)
+    log.warning("request %s: Redis failed: %s", request_id(), exc)
     return error_response(500, "redis_unavailable", "the queue (Redis) is unavailable; nothing was stored")
 
 
