@@ -21,7 +21,8 @@ metric                                         type       labels / meaning
 ``assistant_model_latency_seconds``            histogram  the reply model's ``generate`` call
 ``assistant_queue_depth``                      gauge      ``queue``: read at scrape time from the
                                                           callbacks given to
-                                                          :func:`register_queue_depth`
+                                                          :func:`register_queue_depth`; the helpdesk
+                                                          channels' queue is registered itself
 =============================================  =========  ==========================================
 
 Under gunicorn, set ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory before the workers start
@@ -38,11 +39,13 @@ works through it), so the pipeline knows nothing about Prometheus. This module d
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import redis
 from flask import Blueprint, Flask, Response, g, has_request_context, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -58,6 +61,7 @@ from prometheus_client.core import GaugeMetricFamily
 from assistant.generators.base import Generation, GenerationRequest, Generator, TextCallback
 from server.runtime import Runtime
 
+log = logging.getLogger(__name__)
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _CONFIDENCE_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
 
@@ -177,8 +181,27 @@ class _QueueDepthCollector:
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily("assistant_queue_depth", "Jobs waiting in a queue.", labels=["queue"])
         for queue, depth in sorted(self.sources.items()):
-            family.add_metric([queue], float(depth()))
+            try:
+                family.add_metric([queue], float(depth()))
+            except redis.RedisError as e:  # the other metrics still matter most while Redis is down
+                log.warning("queue depth of %r not read: %s", queue, e)
         yield family
+
+
+def register_channel_queues(app: Flask) -> None:
+    """Report the helpdesk channels' Dramatiq queue (``server/channels/queue.py``) when it is set up:
+    ``channels`` (jobs waiting), ``channels.delayed`` (retries and delayed jobs), ``channels.dead``
+    (dead letters)."""
+    ext = app.extensions.get("channels")
+    queue = getattr(ext, "queue", None)
+    if queue is None:
+        return
+    from server.channels.queue import QUEUE
+
+    base = f"{queue.broker.namespace}:{QUEUE}"
+    register_queue_depth(app, QUEUE, lambda: queue.client.llen(base))
+    register_queue_depth(app, f"{QUEUE}.delayed", lambda: queue.client.llen(f"{base}.DQ"))
+    register_queue_depth(app, f"{QUEUE}.dead", queue.dead_letters)
 
 
 def exposition(app: Flask) -> bytes:
@@ -247,3 +270,4 @@ def init_app(app: Flask) -> None:
     app.before_request(_start_timer)
     app.after_request(_observe)
     app.register_blueprint(bp)
+    register_channel_queues(app)

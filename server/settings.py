@@ -101,6 +101,13 @@ class Settings:
             "Empty = the model directory's saved defaults."
         ),
     )
+    channels: str = field(
+        default="",
+        metadata=_help(
+            "Helpdesk channels (Chatwoot Agent Bots, Sunshine Conversations apps) as a JSON object, or "
+            "@path of a JSON file; see docs/integrations/. Empty = none (their webhooks answer 404)."
+        ),
+    )
     demo: bool = field(
         default=True,
         metadata=_help(
@@ -285,6 +292,10 @@ class Settings:
                 self.generator_options,
                 "a JSON object of reply-model loader options",
             )
+        if self.channels:
+            from server.channels.config import parse_channels
+
+            parse_channels(self.channels, self.env)  # refused at start, not at the first delivery
         for origin in self.allowed_origins:
             _check(
                 origin == "*" or bool(re.fullmatch(r"https?://[^/\s]+", origin)),

@@ -210,3 +210,22 @@ def test_streamed_replies_are_counted_and_timed(make_app, demo_faq_index):
     assert delta(before, after, "assistant_replies_total", source="model") == 1
     assert delta(before, after, "assistant_model_latency_seconds_count") == 1
     assert delta(before, after, "assistant_pipeline_latency_seconds_count") == 1
+
+
+def test_the_channels_queue_depth_is_exported(make_app):
+    from tests.channel_helpers import CW_TOKEN, channels_setting, cw_message, post_chatwoot
+    from tests.helpdesk_fakes import FakeChatwoot
+
+    with FakeChatwoot(CW_TOKEN) as chatwoot:
+        app = make_app(embedded=True, channels=channels_setting(chatwoot_url=chatwoot.url, worker="external"))
+        client = app.test_client()
+        assert samples(client)[("assistant_queue_depth", (("queue", "channels"),))] == 0
+        assert post_chatwoot(client, cw_message(chatwoot.next_id(), OFF_TOPIC)).json["status"] == "queued"
+        after = samples(client)  # no worker runs here: the job waits
+        waiting = [
+            after[("assistant_queue_depth", (("queue", q),))] for q in ("channels", "channels.delayed")
+        ]
+        assert sum(waiting) == 1, waiting
+        assert after[("assistant_queue_depth", (("queue", "channels.dead"),))] == 0
+        app.extensions["assistant"].embedded.stop()
+        assert client.get("/metrics").status_code == 200  # Redis down: the queue series is left out

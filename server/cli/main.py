@@ -1,4 +1,4 @@
-"""The ``assistant`` command: ``serve`` the HTTP API, ``chat`` with it, ``replay`` traffic, ``index rebuild``.
+"""The ``assistant`` command: ``serve`` the HTTP API, ``chat``, ``replay``, ``worker``, ``channels``, ``index rebuild``.
 
 * ``assistant serve [--host H] [--port P] [--model-dir D] [--index-dir D] [--redis-url U] ...``
   runs the server (Werkzeug's threaded server, for trying and small installs; with ``--workers N``
@@ -13,6 +13,8 @@
 * ``assistant keys create|list|revoke`` manages per-tenant API keys (``server/cli/keys.py``);
   ``assistant export --out FILE`` writes stored conversations as training dialogs
   (``server/cli/export.py``).
+* ``assistant worker`` runs helpdesk channel jobs; ``assistant channels`` prints their counters and
+  failures (``server/cli/worker.py``).
 * ``assistant index rebuild --index-dir D --faq FILE`` rebuilds an FAQ index from a new FAQ file with
   the index's own retriever config (``assistant.retrieval.index.rebuild_index``); restart the server after.
 
@@ -32,7 +34,7 @@ import uuid
 from typing import Any
 
 from assistant.errors import AssistantError, ConfigError
-from server.cli import export, keys, replay
+from server.cli import export, keys, replay, worker
 from server.cli.client import HttpClient
 from server.settings import ENVIRONMENTS, Settings, env_var
 
@@ -120,6 +122,21 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_arguments(
         sub.add_parser("export", help="write stored conversations as training dialogs JSONL (scrubbed)")
     )
+    worker_parser = sub.add_parser(
+        "worker", help="run helpdesk channel jobs (Chatwoot, Sunshine) from the queue"
+    )
+    worker_parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="worker threads (default: worker_threads of the channels setting)",
+    )
+    _add_settings_flags(worker_parser)
+    status_parser = sub.add_parser(
+        "channels", help="channel counters, dead letters and the newest failures (JSON)"
+    )
+    status_parser.add_argument("--limit", type=int, default=20, help="failure records to show (default: 20)")
+    _add_settings_flags(status_parser)
 
     index = sub.add_parser("index", help="FAQ index maintenance")
     index_sub = index.add_subparsers(dest="index_command", required=True)
@@ -143,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
             return keys.run(args)
         if args.command == "export":
             return export.run(args)
+        if args.command == "worker":
+            return worker.run_worker(_overrides(args), args.threads)
+        if args.command == "channels":
+            return worker.show_status(_overrides(args), args.limit)
         return _index_rebuild(args)
     except AssistantError as e:
         print(f"error: {e}", file=sys.stderr)
