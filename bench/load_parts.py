@@ -304,9 +304,10 @@ def chat_client(
                 with state.lock:
                     state.acknowledged.add(f"{conversation}/{message_id}")
                 break
-            if status == 0:
-                conn.close()
-                conn = http.client.HTTPConnection(host, int(port), timeout=120)
+            # a new connection for the retry: the backoff below outlasts gunicorn's keep-alive (2 s), and a
+            # request sent on a connection the server closed meanwhile would count as unanswered
+            conn.close()
+            conn = http.client.HTTPConnection(host, int(port), timeout=120)
             if status in (400, 401, 403, 404, 413, 415, 422):
                 break  # the harness's own mistake: retrying cannot help
             time.sleep(min(2.0, 0.05 * 2**attempt))

@@ -171,7 +171,7 @@ class Harness:
         killed: list[int] = []
 
         def kill():
-            pid = random.choice(self.server.worker_pids())
+            pid = random.choice(sorted(self.server.loaded_workers()))  # serving, not still booting
             signal_pid(pid, signal.SIGKILL)
             killed.append(pid)
             return f"kill_{len(killed)}"
