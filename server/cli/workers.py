@@ -3,10 +3,11 @@
 This process becomes the gunicorn master (gunicorn's ``BaseApplication``); each worker builds the app
 itself (``server.wsgi``: model and index loaded once per worker, no ``--preload``, so nothing opened
 before the fork is shared). The settings given as flags reach the workers as their ``ASSISTANT_*``
-environment variables. Configuration, in order (later wins): ``server/gunicorn.conf.py`` when it
-exists, then :func:`options` below (from the flags).
+environment variables. Configuration, in order (later wins): the project's gunicorn settings
+(``server/serving/gunicorn_conf.py``: worker class, timeouts, request limits) when present, else
+gunicorn's ``gthread`` worker; then :func:`options` below (from the flags).
 
-* **Threads**: ``--threads`` gthread threads per worker (default 4) answer requests concurrently; PyTorch
+* **Threads**: ``--threads`` request threads per worker (default 4) answer requests concurrently; PyTorch
   intra-op threads per worker (setting ``torch_threads``) default here to ``cores // workers`` (at
   least 1) unless given, so N workers never run more than the machine's cores of PyTorch threads.
 * **Redis**: with no ``REDIS_URL`` the embedded Redis is started here, once, before the workers
@@ -24,6 +25,7 @@ It does not decide replies or routes (``server.wsgi`` builds the same app as ``g
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import shutil
 from pathlib import Path
@@ -35,7 +37,8 @@ from gunicorn.app.base import BaseApplication
 from server.settings import Settings, env_var
 from server.store.embedded import EmbeddedRedis
 
-CONFIG_FILE = Path(__file__).resolve().parent.parent / "gunicorn.conf.py"
+#: The project's gunicorn settings module (worker class, timeouts, limits), when it exists.
+CONFIG_MODULE = "server.serving.gunicorn_conf"
 
 
 def torch_threads_for(workers: int, cores: int | None = None) -> int:
@@ -48,7 +51,6 @@ def options(host: str, port: int, workers: int, threads: int, graceful_timeout: 
     return {
         "bind": f"{host}:{port}",
         "workers": workers,
-        "worker_class": "gthread",
         "threads": threads,
         "graceful_timeout": graceful_timeout,
         "timeout": max(60, graceful_timeout),
@@ -73,8 +75,12 @@ class WorkerServer(BaseApplication):
         super().__init__()
 
     def load_config(self) -> None:
-        if CONFIG_FILE.is_file():
-            self.load_config_from_file(str(CONFIG_FILE))
+        if importlib.util.find_spec(CONFIG_MODULE.rsplit(".", 1)[0]) and importlib.util.find_spec(
+            CONFIG_MODULE
+        ):
+            self.load_config_from_module_name_or_filename(f"python:{CONFIG_MODULE}")
+        else:  # no project config: gunicorn's own threaded worker
+            self.cfg.set("worker_class", "gthread")
         for key, value in self.settings_.items():
             if key in self.cfg.settings:  # settings an older gunicorn lacks are left out
                 self.cfg.set(key, value)
