@@ -85,7 +85,8 @@ class RedisServer:
 
 
 class Gunicorn:
-    """``gunicorn server.wsgi:app`` (production env) with ``workers`` gthread workers on loopback."""
+    """``gunicorn server.wsgi:app`` (production env) with ``workers`` workers on loopback, configured by
+    ``server/serving/gunicorn_conf.py`` when it exists (else gunicorn's gthread worker)."""
 
     def __init__(
         self,
@@ -135,17 +136,11 @@ class Gunicorn:
 
     def command(self) -> list[str]:
         command = [sys.executable, "-m", "gunicorn", "server.wsgi:app", "--bind", f"127.0.0.1:{self.port}"]
-        config = REPO / "server" / "gunicorn.conf.py"
-        if config.is_file():
-            command += ["--config", str(config)]
-        command += [
-            "--workers",
-            str(self.workers),
-            "--worker-class",
-            "gthread",
-            "--threads",
-            str(self.threads),
-        ]
+        if (REPO / "server" / "serving" / "gunicorn_conf.py").is_file():  # the project's worker and limits
+            command += ["--config", "python:server.serving.gunicorn_conf"]
+        else:
+            command += ["--worker-class", "gthread"]
+        command += ["--workers", str(self.workers), "--threads", str(self.threads)]
         command += ["--timeout", "120", "--graceful-timeout", "60", "--no-control-socket"]
         return command
 
