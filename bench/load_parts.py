@@ -345,6 +345,8 @@ class Verdict:
     out_of_order: int = 0  # conversations whose stored message ids are not in sending order
     partial: int = 0  # a customer message without its reply, or the reverse
     unreadable: int = 0  # conversations that could not be read back
+    sent: int = 0  # messages sent (each counted once, whatever its retries)
+    never_answered: int = 0  # messages whose every attempt failed (the client gave up at its deadline)
 
     def ok(self) -> bool:
         return not (self.lost or self.duplicated or self.out_of_order or self.partial or self.unreadable)
@@ -353,6 +355,8 @@ class Verdict:
 def verify(state: LoadState) -> Verdict:
     """Read every conversation back and compare it with what was sent and acknowledged."""
     verdict = Verdict(conversations=len(state.sent), acknowledged=len(state.acknowledged))
+    verdict.sent = sum(len(m) for m in state.sent.values())
+    verdict.never_answered = verdict.sent - verdict.acknowledged
     for conversation, messages in state.sent.items():
         status, body, _ = request(state.base, "GET", f"/v1/conversations/{conversation}")
         if status == 404:
