@@ -44,7 +44,7 @@ class StoredRef:
 def iter_stored(client: redis.Redis, prefix: str, tenants: set[str] | None = None) -> Iterator[StoredRef]:
     """Every stored conversation (of ``tenants`` only, when given), in ``SCAN`` order, each once."""
     pattern = re.compile(
-        rf"{re.escape(prefix)}(?::t:(?P<tenant>{TENANT_PATTERN}))?:\{{conv:(?P<id>[^}}]+)\}}:history"
+        rf"{re.escape(prefix)}(?::t:(?P<tenant>{TENANT_PATTERN}))?:\{{conv:(?P<id>.+)\}}:history"
     )
     seen: set[tuple[str, str]] = set()
     for raw in client.scan_iter(match=f"{prefix}:*:history", count=1000):
