@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from assistant.config import add_dataclass_arguments, dataclass_from_args
-from assistant.data import Query, read_queries
+from assistant.data import Query, read_faq, read_queries
 from assistant.errors import AssistantError, ConfigError
 from assistant.generators.base import MANIFEST
 from assistant.retrieval.conversational import ConversationalRetriever, ConversationConfig
@@ -190,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
             index = rebuild_index(out, args.faq, progress=True)
         else:
             config = dataclass_from_args(RetrieverConfig, args)
+            turns = None
+            if args.dialogs is not None:  # checked before the (slow) encoding of the FAQ
+                turns = read_knowledge_turns(args.dialogs, faq_ids=[e.id for e in read_faq(args.faq)])
             reuse = FaqIndex.load(args.reuse_embeddings) if args.reuse_embeddings is not None else None
             index = FaqIndex.from_faq_file(args.faq, config, reuse=reuse, progress=True)
             if args.queries is not None:
@@ -203,8 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                 index.calibrate(queries)
             elif args.tune_fusion:
                 raise ConfigError("--tune-fusion needs --queries")
-            if args.dialogs is not None:
-                turns = read_knowledge_turns(args.dialogs, faq_ids=[e.id for e in index.entries])
+            if turns is not None:
                 retriever = ConversationalRetriever(
                     index, dataclass_from_args(ConversationConfig, args, prefix="conversation-")
                 )

@@ -210,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--query-cache",
         type=Path,
         default=None,
-        help="with --dialogs: .npz file of query embeddings, reused across runs (written at the end)",
+        help="with --dialogs: .npz file of the embeddings of FAQ and query texts, reused across runs "
+        "(written at the end)",
     )
     parser.add_argument(
         "--holdout-examples",
