@@ -41,6 +41,7 @@ from assistant.data import Query, read_faq, read_queries
 from assistant.errors import AssistantError, ConfigError
 from assistant.generators.base import MANIFEST
 from assistant.retrieval.conversational import ConversationalRetriever, ConversationConfig
+from assistant.retrieval.embeddings import EmbeddingCache
 from assistant.retrieval.index import FaqIndex, Hit, RetrieverConfig, rebuild_index
 from assistant.retrieval.labels import read_knowledge_turns
 from assistant.retrieval.store import INDEX_SUBDIR
@@ -208,7 +209,10 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError("--tune-fusion needs --queries")
             if turns is not None:
                 retriever = ConversationalRetriever(
-                    index, dataclass_from_args(ConversationConfig, args, prefix="conversation-")
+                    index,
+                    dataclass_from_args(ConversationConfig, args, prefix="conversation-"),
+                    # tuning and calibration search the same turns: encode each text once
+                    encoder=EmbeddingCache(config.dense_model, config.batch_size),
                 )
                 if args.tune_conversation:
                     retriever, rows = retriever.tune(turns)

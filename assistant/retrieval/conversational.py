@@ -62,7 +62,7 @@ from assistant.retrieval.labels import KnowledgeTurn, knowledge_turn_to_json, pa
 #: ``history_weight`` values :meth:`ConversationalRetriever.tune` tries (0 = the new message alone).
 HISTORY_WEIGHTS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0)
 #: hybrid ``dense_weight`` values it tries.
-DENSE_WEIGHTS: tuple[float, ...] = tuple(round(w, 1) for w in np.arange(0.0, 1.01, 0.1))
+DENSE_WEIGHTS: tuple[float, ...] = tuple(float(round(w, 1)) for w in np.arange(0.0, 1.01, 0.1))
 #: queries scored at once (bounds memory: a few ``(chunk, n_entries)`` float arrays).
 CHUNK = 256
 
