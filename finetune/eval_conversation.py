@@ -217,7 +217,7 @@ def evaluate_dialogs(
             set per row); the conversational rows use its hybrid.
         methods: reference rows.
         folds: cross-fitting parts (>= 2).
-        encoder: embedding cache for query texts; reuse: an index whose FAQ embeddings are reused.
+        encoder: embedding cache for FAQ and query texts; reuse: an index whose FAQ embeddings are reused.
         log: progress messages.
 
     Returns:
@@ -238,12 +238,14 @@ def evaluate_dialogs(
         dataclasses.replace(config, method="hybrid", mask_entity_names=False),
         reuse=reuse,
         progress=True,
+        encoder=encoder,
     )
     masked = FaqIndex.build(
         entries,
         dataclasses.replace(config, method="hybrid", mask_entity_names=True),
         reuse=plain,
         progress=True,
+        encoder=encoder,
     )
     build_s = time.perf_counter() - start
     log(f"indexed {len(entries)} entries ({build_s:.0f} s); encoding {len(turns)} turns")
