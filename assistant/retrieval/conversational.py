@@ -176,8 +176,8 @@ class ConversationalRetriever:
                 same texts often; ``None`` encodes every query afresh (servers).
 
         Raises:
-            DataError: an entry's entity fields are malformed. ConfigError: ``dense_weight`` set for a
-                non-hybrid index.
+            DataError: an entry's entity fields are malformed. RetrievalError: ``dense_weight`` set for
+                a non-hybrid index.
         """
         self.index = index
         self.config = config or ConversationConfig()
@@ -260,7 +260,7 @@ class ConversationalRetriever:
         """Search many ``(history, text)`` pairs; ``k`` hits each (fewer if the FAQ is smaller).
 
         Raises:
-            DataError: a text is empty. ConfigError: ``k`` < 1.
+            DataError: a text is empty. RetrievalError: ``k`` < 1.
         """
         out: list[ConversationalSearch] = []
         for start in range(0, len(conversations), CHUNK):
