@@ -43,17 +43,21 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ReplyItem:
-    """One message sent to the customer: its text, ``source`` (faq | model | fallback) and FAQ entry."""
+    """One message sent to the customer: its text, ``source`` (faq | model | fallback), FAQ entry and
+    the FAQ entity the conversation is about (conversational FAQ indexes)."""
 
     text: str
     source: str
     faq_id: str | None = None
+    entity: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """``{text, source, faq_id?}`` as in the ``/v1/chat`` body (``faq_id`` only when set)."""
+        """``{text, source, faq_id?, entity?}`` as in the ``/v1/chat`` body (optional keys only when set)."""
         item: dict[str, Any] = {"text": self.text, "source": self.source}
         if self.faq_id is not None:
             item["faq_id"] = self.faq_id
+        if self.entity is not None:
+            item["entity"] = self.entity
         return item
 
 
@@ -83,7 +87,7 @@ class TurnResult:
         return cls(
             conversation_id=conversation_id,
             message_id=message_id,
-            replies=(ReplyItem(reply.text, reply.source, reply.faq_id),),
+            replies=(ReplyItem(reply.text, reply.source, reply.faq_id, reply.entity),),
             confidence=round(float(reply.confidence), 4),
             handoff=bool(reply.handoff),
         )
@@ -94,7 +98,9 @@ class TurnResult:
         return cls(
             conversation_id=conversation_id,
             message_id=message_id,
-            replies=tuple(ReplyItem(r["text"], r["source"], r.get("faq_id")) for r in stored.replies),
+            replies=tuple(
+                ReplyItem(r["text"], r["source"], r.get("faq_id"), r.get("entity")) for r in stored.replies
+            ),
             confidence=stored.confidence,
             handoff=stored.handoff,
             replayed=True,
@@ -192,6 +198,7 @@ class OpenTurn:
                 faq_id=reply.faq_id,
                 confidence=result.confidence,
                 handoff=result.handoff,
+                entity=reply.entity,
             ),
         ]
         answer = StoredAnswer(

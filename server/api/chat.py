@@ -1,7 +1,7 @@
 """Blueprint ``chat``: ``POST /v1/chat``, the project's own chat endpoint.
 
 Request ``{conversation_id, message_id?, text, metadata?}``; response ``{conversation_id, message_id,
-replies: [{text, source, faq_id?}], confidence, handoff}``. A repeated ``message_id`` replays the
+replies: [{text, source, faq_id?, entity?}], confidence, handoff}``. A repeated ``message_id`` replays the
 stored answer (header ``Idempotent-Replayed: true``). The turn itself is ``server/turn.py``. With
 ``Accept: text/event-stream`` the same request streams the reply as server-sent events, and errors
 come as an ``error`` event (``server/api/stream.py``).

@@ -54,6 +54,8 @@ class StoredTurn:
         faq_id: the FAQ entry an agent reply came from, if any.
         confidence: the reply's confidence in [0, 1] (agent turns).
         handoff: whether the reply handed the conversation to a human (agent turns).
+        entity: the FAQ entity the conversation was about when the reply was made (agent turns of a
+            conversational FAQ index), else ``None``.
     """
 
     role: str
@@ -64,6 +66,7 @@ class StoredTurn:
     faq_id: str | None = None
     confidence: float | None = None
     handoff: bool = False
+    entity: str | None = None
 
     def to_turn(self) -> Turn:
         """The :class:`assistant.data.Turn` the reply pipeline sees."""
@@ -131,7 +134,7 @@ class StoredAnswer:
 
     Attributes:
         customer_text: the message it answered (a retry with another text is refused).
-        replies: ``[{text, source, faq_id?}]`` as sent.
+        replies: ``[{text, source, faq_id?, entity?}]`` as sent.
         confidence: of the route taken, in [0, 1].
         handoff: whether the answer handed the conversation to a person.
     """
