@@ -15,7 +15,8 @@ metric                                         type       labels / meaning
 ``assistant_handoffs_total``                   counter    replies with ``handoff: true``; handoff
                                                           rate = ``rate(handoffs) / rate(replies)``
 ``assistant_retrieval_confidence``             histogram  the FAQ index's calibrated confidence of
-                                                          its top hit, per message
+                                                          its top hit, per message (not recorded for
+                                                          a conversational retriever)
 ``assistant_reply_confidence``                 histogram  ``source``: the reply's confidence
 ``assistant_pipeline_latency_seconds``         histogram  retrieval + reply model, per message
 ``assistant_model_latency_seconds``            histogram  the reply model's ``generate`` call
@@ -157,7 +158,10 @@ def observe_reply(reply: Any, pipeline: Any, seconds: float) -> None:
     if reply.handoff:
         HANDOFFS.inc()
     index = getattr(pipeline, "index", None)
-    if index is not None and getattr(reply, "hits", None):
+    conversational = getattr(
+        pipeline, "conversational", None
+    )  # its own confidence model: not recomputed here
+    if index is not None and conversational is None and getattr(reply, "hits", None):
         RETRIEVAL_CONFIDENCE.observe(float(index.confidence(reply.hits)))
 
 
