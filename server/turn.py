@@ -1,13 +1,20 @@
 """One chat turn, shared by every channel: dedupe → lock → history → reply → store → :class:`TurnResult`.
 
-1. With a ``message_id``, claim it (``SET NX``): an id already answered replays the stored answer
-   unchanged (idempotent retries, what helpdesks expect); an id being answered right now gives 409.
-2. Take the conversation's lock, so two messages of one conversation are answered in order and
-   each reply sees the previous one (409 if the lock is not free within ``lock_wait_seconds``).
+1. Claim the message under its ``message_id`` (the client's, or a generated one): an id already
+   answered replays the stored answer unchanged (idempotent retries, what helpdesks expect); an id
+   being answered right now gives 409.
+2. Take the conversation's lock, first come first served, so two messages of one conversation are
+   answered in order and each reply sees the previous one (409 if the lock is not free within
+   ``lock_wait_seconds``).
 3. Load the stored history and ask the pipeline for a reply given that history and the new text
    (the reply model sees the multi-turn context, not only the last message).
-4. Store the customer message, the reply, the status and the answer for replay in one
-   ``MULTI/EXEC``. If Redis fails anywhere, the caller gets 503 and nothing partial is stored.
+4. Commit: store the customer message, the reply, the status and the answer for replay in one
+   script that applies at most once (``server/store/history.py``). If Redis fails before, nothing
+   is stored (503); if the commit's reply is lost, its outcome is read back from Redis first, so a
+   503 always means nothing was stored (504 when Redis could not be asked in time).
+
+Whenever a turn fails, its claim, queue place and lock are released (in the background if Redis is
+down), so neither the client's retry nor the conversation's next message waits for them to expire.
 
 The result is a typed :class:`TurnResult`; each channel renders it in its own format (``/v1/chat``
 JSON with :meth:`TurnResult.to_json`, the Rasa webhook's message list, a helpdesk API call). This
@@ -27,7 +34,14 @@ import redis
 from assistant.pipeline import Reply
 from server.errors import ApiError
 from server.runtime import Runtime
-from server.store.history import DuplicateInFlight, StoredAnswer, StoredTurn
+from server.store.history import (
+    ClaimLost,
+    DuplicateInFlight,
+    StoredAnswer,
+    StoredTurn,
+    TurnAttempt,
+    TurnNotStored,
+)
 
 log = logging.getLogger(__name__)
 
@@ -103,105 +117,130 @@ class TurnResult:
 
 
 def run_turn(rt: Runtime, conversation_id: str, text: str, message_id: str | None = None) -> TurnResult:
-    """Answer one customer message and store the turn.
+    """Answer one customer message and store the turn at most once.
 
     Args:
         rt: the app's runtime (store and pipeline).
-        conversation_id: a valid id (see ``server.api.schemas.ID_PATTERN``).
+        conversation_id: a valid id (see ``server.api.schemas``).
         text: the customer's message, validated and stripped.
-        message_id: the client's id of this message; generated (uuid4 hex) when ``None``.
+        message_id: the client's id of this message; generated (uuid4 hex) when ``None``. Either way
+            the turn is claimed under it, so no copy of its write can apply twice.
 
     Returns:
         the :class:`TurnResult` (``replayed`` when it is the stored answer to a repeated ``message_id``).
 
     Raises:
-        ApiError: 409 for a duplicate in flight, a ``message_id`` reused for another text, or a busy
-            conversation.
-        redis.RedisError: Redis unreachable (mapped to 503 by ``server/errors.py``).
-        ModelError: the reply model failed (503).
+        ApiError: 409 for a duplicate in flight, a ``message_id`` reused for another text, an
+            unreadable stored answer, a busy conversation, or a turn superseded meanwhile.
+        TurnNotStored: Redis failed and nothing of the turn is stored (503).
+        TurnOutcomeUnknown: Redis could not tell whether the turn was stored (504).
+        redis.RedisError: any other Redis failure, nothing stored (503).
+        ModelError: the reply model failed, nothing stored (503).
     """
     store = rt.store
-    client_gave_id = message_id is not None
-    message_id = message_id or uuid.uuid4().hex
-    if client_gave_id:
-        try:
-            stored = store.claim_message(conversation_id, message_id)
-        except DuplicateInFlight as e:
-            raise ApiError(
-                409,
-                "duplicate_in_flight",
-                f"message_id {message_id!r} of conversation {conversation_id!r} is being answered; "
-                "retry in a moment to get its answer",
-            ) from e
-        if stored is not None:
-            if stored.customer_text != text:
-                raise ApiError(
-                    409,
-                    "message_id_reused",
-                    f"message_id {message_id!r} was already used for a different text in conversation "
-                    f"{conversation_id!r}; use a new message_id for a new message",
-                )
-            return TurnResult.from_stored(conversation_id, message_id, stored)
+    attempt = store.attempt(conversation_id, message_id or uuid.uuid4().hex, client_id=message_id is not None)
+    message_id = attempt.message_id
     try:
-        return _answer_locked(rt, conversation_id, message_id, text, dedupe=client_gave_id)
-    except BaseException:
-        if client_gave_id:
-            store.release_message(conversation_id, message_id)
-        raise
-
-
-def _answer_locked(
-    rt: Runtime, conversation_id: str, message_id: str, text: str, *, dedupe: bool
-) -> TurnResult:
-    store = rt.store
-    lock = store.lock(conversation_id)
-    if not lock.acquire():
+        stored = store.claim(attempt)
+    except DuplicateInFlight as e:
         raise ApiError(
             409,
-            "conversation_busy",
-            f"conversation {conversation_id!r} is answering another message for more than "
-            f"{store.lock_wait} s; retry later",
+            "duplicate_in_flight",
+            f"message_id {message_id!r} of conversation {conversation_id!r} is being answered; "
+            "retry in a moment to get its answer",
+        ) from e
+    except ValueError as e:
+        log.warning(
+            "conversation %r: unreadable stored answer of message %r: %s", conversation_id, message_id, e
         )
+        raise ApiError(
+            409,
+            "message_id_unreadable",
+            f"the stored answer of message_id {message_id!r} cannot be read by this server version; "
+            "send the message with a new message_id",
+        ) from e
+    except redis.RedisError as e:
+        store.abandon(attempt)  # the claim may be queued in Redis: fence it once Redis answers
+        raise _not_stored(attempt, e) from e
+    if stored is not None:
+        return _replay(conversation_id, message_id, text, stored)
     try:
+        if not store.acquire(attempt):
+            raise ApiError(
+                409,
+                "conversation_busy",
+                f"conversation {conversation_id!r} is answering other messages for more than "
+                f"{store.lock_wait} s; retry later",
+            )
         history = [t.to_turn() for t in store.history(conversation_id)]
         reply = rt.pipeline.respond(history, text)
-        result = TurnResult.from_reply(conversation_id, message_id, reply)
-        now = time.time()
-        turns = [
-            StoredTurn(role="customer", text=text, message_id=message_id, at=now),
-            StoredTurn(
-                role="agent",
-                text=reply.text,
-                message_id=message_id,
-                at=now,
-                source=reply.source,
-                faq_id=reply.faq_id,
-                confidence=result.confidence,
-                handoff=result.handoff,
-            ),
-        ]
-        answer = StoredAnswer(
-            customer_text=text,
-            replies=tuple(r.to_json() for r in result.replies),
+    except BaseException as e:
+        store.abandon(attempt)
+        if isinstance(e, ClaimLost):
+            raise _superseded(attempt) from e
+        if isinstance(e, redis.RedisError):
+            raise _not_stored(attempt, e) from e
+        raise
+    result = TurnResult.from_reply(conversation_id, message_id, reply)
+    now = time.time()
+    turns = [
+        StoredTurn(role="customer", text=text, message_id=message_id, at=now),
+        StoredTurn(
+            role="agent",
+            text=reply.text,
+            message_id=message_id,
+            at=now,
+            source=reply.source,
+            faq_id=reply.faq_id,
             confidence=result.confidence,
             handoff=result.handoff,
-        )
-        store.append_turn(
+        ),
+    ]
+    answer = StoredAnswer(
+        customer_text=text,
+        replies=tuple(r.to_json() for r in result.replies),
+        confidence=result.confidence,
+        handoff=result.handoff,
+    )
+    try:
+        outcome = store.commit(attempt, turns, status="handoff" if result.handoff else "bot", answer=answer)
+    except ClaimLost as e:
+        raise _superseded(attempt) from e
+    if not outcome.ours:  # another attempt at the same message_id was stored first: its answer counts
+        return _replay(conversation_id, message_id, text, outcome.answer)
+    if not outcome.lock_held:
+        log.warning(
+            "conversation %r: the turn outlived its lock (lock_timeout_seconds %s); another "
+            "message of it may have been answered meanwhile",
             conversation_id,
-            turns,
-            status="handoff" if result.handoff else "bot",
-            dedupe=(message_id, answer) if dedupe else None,
+            store.lock_timeout,
         )
-        return result
-    finally:
-        try:
-            lock.release()
-        except redis.exceptions.LockNotOwnedError:
-            log.warning(
-                "conversation %r: the turn outlived its lock (lock_timeout_seconds %s); another "
-                "message of it may have been answered meanwhile",
-                conversation_id,
-                store.lock_timeout,
-            )
-        except redis.RedisError:
-            pass  # Redis down: the lock expires by itself after lock_timeout_seconds
+    return result
+
+
+def _replay(conversation_id: str, message_id: str, text: str, stored: StoredAnswer) -> TurnResult:
+    if stored.customer_text != text:
+        raise ApiError(
+            409,
+            "message_id_reused",
+            f"message_id {message_id!r} was already used for a different text in conversation "
+            f"{conversation_id!r}; use a new message_id for a new message",
+        )
+    return TurnResult.from_stored(conversation_id, message_id, stored)
+
+
+def _not_stored(attempt: TurnAttempt, error: redis.RedisError) -> Exception:
+    """A Redis failure before the commit was sent: nothing of the turn can be stored."""
+    if isinstance(error, (redis.ConnectionError, redis.TimeoutError)):
+        return TurnNotStored(attempt.message_id, error)
+    return error  # e.g. out of memory: 503 redis_error, nothing stored either
+
+
+def _superseded(attempt: TurnAttempt) -> ApiError:
+    return ApiError(
+        409,
+        "message_superseded",
+        f"message_id {attempt.message_id!r} of conversation {attempt.conversation_id!r} was not stored: "
+        "the conversation was erased or the message claimed by a retry while it was answered; "
+        "send it again",
+    )
