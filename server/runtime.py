@@ -74,7 +74,7 @@ class Runtime:
         store: the :class:`DialogStore`.
         pipeline: the reply pipeline (``create_app`` raises if it cannot be loaded, so it is always set).
         embedded: the embedded Redis this process uses, or ``None`` with ``REDIS_URL``.
-        model_info: what was loaded, for ``/readyz``.
+        model_info: what was loaded (for operators and tests; ``/readyz`` does not show paths).
     """
 
     def __init__(self) -> None:

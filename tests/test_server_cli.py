@@ -113,7 +113,9 @@ def test_pipeline_setting_reaches_the_loaded_pipeline(make_app, index_dir):
     answer = client.post("/v1/chat", json={"conversation_id": "p", "text": "tell me a joke about penguins"})
     assert answer.json["replies"] == [{"text": "A colleague will take over.", "source": "fallback"}]
     assert answer.json["handoff"] is True  # an index and no model: out of scope hands off
-    assert client.get("/readyz").json["checks"]["model"]["index_dir"] == str(index_dir)
+    app = client.application
+    assert app.extensions["assistant"].model_info["index_dir"] == str(index_dir)
+    assert str(index_dir) not in client.get("/readyz").get_data(as_text=True)  # no path to anonymous callers
 
 
 @pytest.fixture(scope="module")

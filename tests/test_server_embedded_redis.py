@@ -25,7 +25,7 @@ def chat(client, conversation_id, text, **extra):
 def test_restarting_the_server_keeps_every_conversation(tmp_path, make_app):
     app = make_app(embedded=True)  # no redis_url: the app starts its embedded Redis
     embedded = app.extensions["assistant"].embedded
-    assert embedded is not None and embedded.owned
+    assert embedded is not None and embedded.started
     assert embedded.directory == (tmp_path / "instance" / "redis").resolve()
     client = app.test_client()
     for conv in ("a", "b"):
@@ -93,25 +93,24 @@ def test_redis_outage_mid_turn_gives_503_and_stores_nothing_partial(tmp_path, ma
 def test_a_second_process_reuses_the_running_server(tmp_path):
     with EmbeddedRedis(tmp_path / "r") as first:
         second = EmbeddedRedis(tmp_path / "r")
-        assert second.start() == first.url and not second.owned
+        assert second.start() == first.url and not second.started
         second.stop()  # not its server: must not stop it
         client = redis.Redis.from_url(first.url)
         assert client.ping()
         client.close()
         state = json.loads((tmp_path / "r" / "server.json").read_text())
-        assert state["pid"] == first.process.pid
+        assert state["pid"] == first.state()["pid"]
 
 
 def test_a_stale_state_file_is_replaced(tmp_path):
     directory = tmp_path / "r"
     directory.mkdir()
     (directory / "server.json").write_text(
-        json.dumps({"pid": 2**22 + 7, "socket": str(directory / "gone.sock")})
+        json.dumps({"pid": 2**22 + 7, "supervisor": 2**22 + 8, "socket": str(directory / "gone.sock")})
     )
     with EmbeddedRedis(directory) as server:
-        assert (
-            server.owned and json.loads((directory / "server.json").read_text())["pid"] == server.process.pid
-        )
+        assert server.started and server.running()
+        assert json.loads((directory / "server.json").read_text())["pid"] != 2**22 + 7
 
 
 def test_a_long_instance_path_gets_a_short_socket(tmp_path):

@@ -146,3 +146,73 @@ def test_the_conversation_lock_is_first_come_first_served(make_app, echo_generat
     assert results == dict.fromkeys(range(8), 200)
     texts = [t for t, _ in stored_pairs(app, "fifo")]
     assert texts == [f"{OFF_TOPIC} {i}" for i in range(8)]
+
+
+def test_a_commit_sent_twice_is_stored_once(app):
+    """What the connection's retry does after a timeout: the same commit reaches Redis again."""
+    from server.store.history import StoredAnswer, StoredTurn
+
+    store = app.extensions["assistant"].store
+    attempt = store.attempt("twice", "t-1", client_id=True)
+    assert store.claim(attempt) is None and store.acquire(attempt)
+    turns = [StoredTurn("customer", "hi", "t-1", 1.0), StoredTurn("agent", "hello", "t-1", 1.0, "model")]
+    answer = StoredAnswer("hi", ({"text": "hello", "source": "model"},), 0.9, False)
+    first = store.commit(attempt, turns, status="bot", answer=answer)
+    again = store.commit(attempt, turns, status="bot", answer=answer)
+    assert first.ours and again.ours and again.answer == first.answer
+    assert [t.text for t in store.history("twice")] == ["hi", "hello"]
+    assert int(store.client.hget(store.state_key("twice"), "turns")) == 2
+    assert not store.client.exists(store.lock_key("twice"))  # the commit released the lock
+
+
+def test_late_copies_of_an_abandoned_attempt_change_nothing(app):
+    """A frozen Redis runs an attempt's queued claim, acquire and commit after the attempt gave up."""
+    from server.store.history import StoredAnswer, StoredTurn
+
+    store = app.extensions["assistant"].store
+    attempt = store.attempt("late", "l-1", client_id=True)
+    assert store.claim(attempt) is None and store.acquire(attempt)
+    store.abandon(attempt)
+    claim_args = [attempt.token, 10_000, 5_000]
+    claim_keys = [store.dedupe_key("late", "l-1"), store.lock_key("late"), store.queue_key("late")]
+    assert store._claim(keys=claim_keys, args=claim_args) == [b"aborted", b""]
+    assert store._acquire(keys=[claim_keys[1], claim_keys[2], claim_keys[0]], args=claim_args) == -1
+    turns = [StoredTurn("customer", "hi", "l-1", 1.0), StoredTurn("agent", "hello", "l-1", 1.0, "model")]
+    answer = StoredAnswer("hi", ({"text": "hello", "source": "model"},), 0.9, False)
+    from server.store.history import ClaimLost
+
+    with pytest.raises(ClaimLost):
+        store.commit(attempt, turns, status="bot", answer=answer)
+    assert store.history("late") == [] and not store.client.exists(store.lock_key("late"))
+    assert store.client.zcard(store.queue_key("late")) == 0
+    # the client's retry (a new attempt) claims the message as if it were new
+    retry = store.attempt("late", "l-1", client_id=True)
+    assert store.claim(retry) is None and store.acquire(retry)
+    assert store.commit(retry, turns, status="bot", answer=answer).ours
+    assert [t.text for t in store.history("late")] == ["hi", "hello"]
+
+
+def test_redis_out_of_memory_mid_turn_stores_nothing_and_tells_nothing(
+    stall_app, redis_proc, echo_generator, caplog
+):
+    client = stall_app.test_client()
+    assert chat(client, "oom", f"{OFF_TOPIC} 0", message_id="x-0").status_code == 200
+    store = stall_app.extensions["assistant"].store
+
+    def fill_up():
+        echo_generator.on_generate = None
+        store.client.config_set("maxmemory", 1)  # every write that may grow memory is refused now
+
+    echo_generator.on_generate = fill_up
+    try:
+        failed = chat(client, "oom", f"{OFF_TOPIC} 1", message_id="x-1")
+    finally:
+        store.client.config_set("maxmemory", 0)
+    assert failed.status_code == 503 and failed.json["error"]["code"] == "redis_error"
+    message = failed.json["error"]["message"]
+    for leak in ("OOM", "maxmemory", "EVAL", "{conv:", "x-1", OFF_TOPIC, "127.0.0.1", str(redis_proc.port)):
+        assert leak not in message
+    assert any("OOM" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)  # the log has it
+    assert [t for t, _ in stored_pairs(stall_app, "oom")] == [f"{OFF_TOPIC} 0"]
+    retry = chat(client, "oom", f"{OFF_TOPIC} 1", message_id="x-1")  # the refused attempt left nothing
+    assert retry.status_code == 200 and "Idempotent-Replayed" not in retry.headers

@@ -1,11 +1,16 @@
 """Request helpers shared by the blueprints: parse and validate a JSON body, check the API key, CORS.
 
+A body is read whole (at most ``max_body_bytes``, else 413, chunked bodies included), its nesting
+depth is bounded before it is parsed (:data:`MAX_JSON_DEPTH`; a deeper body gets 400, where Python's
+parser would recurse until ``RecursionError``), then it is parsed and validated.
+
 It does not define endpoints.
 """
 
 from __future__ import annotations
 
 import hmac
+import json
 from typing import TypeVar
 
 from flask import Response, request
@@ -15,6 +20,36 @@ from server.errors import ApiError
 from server.runtime import runtime
 
 M = TypeVar("M", bound=BaseModel)
+
+#: Deepest nesting of arrays/objects accepted in a request body (our bodies need 3; ``metadata`` is free-form).
+MAX_JSON_DEPTH = 32
+_OPENERS, _CLOSERS = frozenset(b"[{"), frozenset(b"]}")
+_QUOTE, _BACKSLASH = ord('"'), ord("\\")
+
+
+def json_depth_exceeds(data: bytes, limit: int) -> bool:
+    """Whether the JSON text ``data`` nests arrays/objects deeper than ``limit`` (brackets inside strings
+    do not count). Linear in ``len(data)``; bodies with at most ``limit`` opening brackets are not scanned."""
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return False
+    depth, in_string, escaped = 0, False, False
+    for byte in data:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == _BACKSLASH:
+                escaped = True
+            elif byte == _QUOTE:
+                in_string = False
+        elif byte == _QUOTE:
+            in_string = True
+        elif byte in _OPENERS:
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte in _CLOSERS:
+            depth -= 1
+    return False
 
 
 def parse_body(model: type[M]) -> M:
@@ -31,16 +66,35 @@ def parse_body(model: type[M]) -> M:
             "unsupported_media_type",
             f"Content-Type must be application/json, got {request.mimetype or 'none'!r}",
         )
-    data = request.get_json(silent=True)
-    if data is None:
-        request.get_data()  # raises 413 for an oversized body before we blame its syntax
-        raise ApiError(400, "invalid_json", "the request body is not valid JSON")
+    raw = _read_body()
+    if json_depth_exceeds(raw, MAX_JSON_DEPTH):
+        raise ApiError(
+            400, "invalid_json", f"the request body nests arrays/objects deeper than {MAX_JSON_DEPTH} levels"
+        )
+    try:
+        data = json.loads(raw)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        raise ApiError(400, "invalid_json", "the request body is not valid JSON") from None
     if not isinstance(data, dict):
         raise ApiError(
             400, "invalid_json", f"the request body must be a JSON object, got {type(data).__name__}"
         )
     settings = runtime().settings
     return model.model_validate(data, context={"max_text_chars": settings.max_text_chars})
+
+
+def _read_body() -> bytes:
+    """The whole request body.
+
+    Raises:
+        RequestEntityTooLarge: over ``MAX_CONTENT_LENGTH`` (413). Read to the end, so that a chunked
+            body (no Content-Length) over the limit is refused too, where ``request.get_data()``
+            would silently cut it at the limit.
+    """
+    stream, chunks = request.stream, []
+    while chunk := stream.read(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def check_api_key() -> None:

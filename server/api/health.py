@@ -1,16 +1,22 @@
 """Blueprint ``health``: ``/healthz`` (liveness, touches nothing), ``/readyz`` (model loaded, Redis answers).
 
 ``/readyz`` answers 200 ``{"status": "ready", "checks": {...}}`` or 503 ``{"status": "unavailable",
-"checks": {...}, "error": {code, message}}`` naming the dependency that failed. Neither needs the
-API key (load balancers call them).
+"checks": {...}, "error": {code, message, request_id}}`` naming the dependency that failed. Neither
+needs the API key (load balancers call them), so neither says more than ok / not ok: no model or
+index path, no Redis address or error text (those go to the log under the request id).
 """
 
 from __future__ import annotations
 
+import logging
+
 import redis
 from flask import Blueprint, jsonify
 
+from server.errors import request_id
 from server.runtime import runtime
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("health", __name__)
 
@@ -27,19 +33,25 @@ def readyz():
     rt = runtime()
     checks: dict[str, dict] = {}
     failed = []
-    checks["model"] = {"ok": True, **rt.model_info}  # create_app fails rather than run without a pipeline
+    checks["model"] = {"ok": True}  # create_app fails rather than run without a pipeline
     try:
         rt.store.ping()
         checks["redis"] = {"ok": True}
     except redis.RedisError as e:
-        checks["redis"] = {"ok": False, "error": str(e)}
+        log.warning("request %s: readiness: Redis unavailable: %s", request_id(), e)
+        checks["redis"] = {"ok": False}
         failed.append("redis")
     if failed:
         return jsonify(
             {
                 "status": "unavailable",
                 "checks": checks,
-                "error": {"code": "not_ready", "message": f"not ready: {', '.join(failed)} unavailable"},
+                "error": {
+                    "code": "not_ready",
+                    "message": f"not ready: {', '.join(failed)} unavailable; see the server log "
+                    f"(request {request_id()})",
+                    "request_id": request_id(),
+                },
             }
         ), 503
     return jsonify({"status": "ready", "checks": checks})

@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -277,6 +278,8 @@ class TurnOutcomeUnknown(Exception):
 
 
 _UNREACHABLE = (redis.ConnectionError, redis.TimeoutError)
+#: What follows ``:dedupe:`` in a marker key (the message id rule of ``server/api/schemas.py``).
+_MESSAGE_ID_RE = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 
 
 class _NotSent(Exception):
@@ -639,8 +642,11 @@ class DialogStore:
             self.lock_key(conversation_id),
             self.queue_key(conversation_id),
         ]
-        pattern = _glob_escape(self.dedupe_key(conversation_id, "")) + "*"
-        keys += self.client.scan_iter(match=pattern, count=500)
+        marker_prefix = self.dedupe_key(conversation_id, "").encode()
+        for key in self.client.scan_iter(match=_glob_escape(marker_prefix.decode()) + "*", count=500):
+            # only this conversation's markers: conversation "c}:dedupe:x" has keys under that prefix too
+            if _MESSAGE_ID_RE.fullmatch(key[len(marker_prefix) :]):
+                keys.append(key)
         with self.client.pipeline(transaction=False) as pipe:
             pipe.exists(keys[0], keys[1])
             for start in range(0, len(keys), 500):
