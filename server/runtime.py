@@ -22,6 +22,7 @@ from assistant.pipeline import Reply
 from server.settings import Settings
 from server.store.embedded import EmbeddedRedis
 from server.store.history import DialogStore, connect
+from server.torch_threads import set_torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +114,7 @@ class Runtime:
                     pipeline_config = dataclasses.replace(
                         pipeline_config, handoff_replies=DEMO_HANDOFF_REPLIES
                     )
-            if settings.torch_threads:
-                import torch
-
-                torch.set_num_threads(settings.torch_threads)
+            set_torch_threads(settings.torch_threads)  # also after a fork (gunicorn --preload)
             self.pipeline = load_pipeline(
                 model_dir or None,
                 index_dir or None,

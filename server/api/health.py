@@ -1,4 +1,4 @@
-"""Blueprint ``health``: ``/healthz`` (liveness, touches nothing), ``/readyz`` (model loaded, Redis answers).
+"""Blueprint ``health``: ``/healthz`` (liveness), ``/readyz`` (model loaded, Redis answers).
 
 ``/readyz`` answers 200 ``{"status": "ready", "checks": {...}}`` or 503 ``{"status": "unavailable",
 "checks": {...}, "error": {code, message, request_id}}`` naming the dependency that failed. Neither
@@ -23,7 +23,22 @@ bp = Blueprint("health", __name__)
 
 @bp.get("/healthz")
 def healthz():
-    """Liveness: the process answers HTTP. No dependency is checked."""
+    """Liveness: the process answers HTTP and can recover by itself. A remote Redis is not checked
+    (it may come back); the embedded Redis this process uses is: once its server process is gone,
+    only restarting this process brings it back, so liveness fails (503) instead of claiming health
+    while every request fails."""
+    embedded = runtime().embedded
+    if embedded is not None and not embedded.running():
+        return jsonify(
+            {
+                "status": "unavailable",
+                "error": {
+                    "code": "embedded_redis_gone",
+                    "message": "the embedded Redis of this process has stopped; restart the process",
+                    "request_id": request_id(),
+                },
+            }
+        ), 503
     return jsonify({"status": "ok"})
 
 

@@ -70,6 +70,7 @@ class EmbeddedRedis:
         self.start_timeout = start_timeout
         self.socket_path: str | None = None
         self.started = False
+        self._connected: str | None = None  # the socket clients of this process use, kept after stop
         self._users_fd: int | None = None
         self._pid: int | None = None
 
@@ -107,9 +108,10 @@ class EmbeddedRedis:
             return None
 
     def running(self) -> bool:
-        """Whether the server this object uses still runs (its process exists; no Redis command sent)."""
+        """Whether a server runs for this folder on the socket this object connected to (its process
+        exists; no Redis command is sent)."""
         state = self.state()
-        return bool(self.socket_path and state and state["socket"] == self.socket_path) and _is_process(
+        return bool(self._connected and state and state["socket"] == self._connected) and _is_process(
             state["pid"], b"redis-server"
         )
 
@@ -140,6 +142,7 @@ class EmbeddedRedis:
                 os.close(users_fd)
                 raise
         self._users_fd, self._pid, self.socket_path = users_fd, os.getpid(), socket_path
+        self._connected = socket_path
         return self.url
 
     def stop(self) -> None:
