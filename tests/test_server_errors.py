@@ -190,3 +190,20 @@ def test_create_app_refuses_a_bad_setting(tmp_path):
 def test_bad_cors_origins_are_refused(value):
     with pytest.raises(ConfigError, match="cors_origins \\(ASSISTANT_CORS_ORIGINS\\)"):
         load_settings(environ={"ASSISTANT_CORS_ORIGINS": value})
+
+
+def test_an_unknown_assistant_variable_is_named_in_a_warning(caplog):
+    settings = load_settings(
+        environ={"ASSISTANT_INSTANCE_PATH": "/srv/x", "ASSISTANT_HISTORY_MAX_TURNS": "8"}
+    )
+    assert settings.instance_dir == "" and settings.history_max_turns == 8
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert warnings[0].startswith(
+        "unknown environment variable ASSISTANT_INSTANCE_PATH is ignored; did you mean ASSISTANT_INSTANCE_DIR"
+    )
+    caplog.clear()
+    load_settings(environ={"ASSISTANT_QQQ": "1", "OTHER_THING": "2"})
+    assert [r.getMessage() for r in caplog.records] == [
+        "unknown environment variable ASSISTANT_QQQ is ignored; see docs/server.md#settings"
+    ]
