@@ -160,7 +160,7 @@ def run_turn(rt: Runtime, conversation_id: str, text: str, message_id: str | Non
             "send the message with a new message_id",
         ) from e
     except redis.RedisError as e:
-        store.abandon(attempt)  # the claim may be queued in Redis: fence it once Redis answers
+        store.abandon(attempt, redis_unreachable=_unreachable(e))  # the claim may still be applied: fence it
         raise _not_stored(attempt, e) from e
     if stored is not None:
         return _replay(conversation_id, message_id, text, stored)
@@ -175,7 +175,7 @@ def run_turn(rt: Runtime, conversation_id: str, text: str, message_id: str | Non
         history = [t.to_turn() for t in store.history(conversation_id)]
         reply = rt.pipeline.respond(history, text)
     except BaseException as e:
-        store.abandon(attempt)
+        store.abandon(attempt, redis_unreachable=_unreachable(e))
         if isinstance(e, ClaimLost):
             raise _superseded(attempt) from e
         if isinstance(e, redis.RedisError):
@@ -229,9 +229,13 @@ def _replay(conversation_id: str, message_id: str, text: str, stored: StoredAnsw
     return TurnResult.from_stored(conversation_id, message_id, stored)
 
 
+def _unreachable(error: BaseException) -> bool:
+    return isinstance(error, (redis.ConnectionError, redis.TimeoutError))
+
+
 def _not_stored(attempt: TurnAttempt, error: redis.RedisError) -> Exception:
     """A Redis failure before the commit was sent: nothing of the turn can be stored."""
-    if isinstance(error, (redis.ConnectionError, redis.TimeoutError)):
+    if _unreachable(error):
         return TurnNotStored(attempt.message_id, error)
     return error  # e.g. out of memory: 503 redis_error, nothing stored either
 

@@ -527,7 +527,7 @@ class DialogStore:
         try:
             applied, detail = self._eval_once(self._commit, keys, args)
         except _NotSent as e:  # Redis unreachable before the script left: it can never apply
-            self.abandon(attempt)
+            self.abandon(attempt, redis_unreachable=True)
             raise TurnNotStored(attempt.message_id, e.cause) from e.cause
         except _UNREACHABLE as e:  # sent, reply lost: it may have applied, or still may
             return self.resolve(attempt, e)
@@ -602,13 +602,17 @@ class DialogStore:
                 return self._outcome_of_marker(attempt, value)
             raise ClaimLost(attempt.message_id)
 
-    def abandon(self, attempt: TurnAttempt) -> None:
+    def abandon(self, attempt: TurnAttempt, *, redis_unreachable: bool = False) -> None:
         """End an attempt that will not commit: release its lock and queue place and fence its claim.
 
-        If Redis is unreachable, the :attr:`janitor` retries in the background until it answers, so
-        that nothing of the attempt blocks the client's retry or the conversation once Redis is back.
-        Never raises for Redis errors.
+        If Redis is unreachable (or ``redis_unreachable`` says it just was: then no synchronous try is
+        made, which would wait out the connection's timeouts and retries once more), the
+        :attr:`janitor` retries in the background until Redis answers, so that nothing of the attempt
+        blocks the client's retry or the conversation once Redis is back. Never raises for Redis errors.
         """
+        if redis_unreachable:
+            self.janitor.submit(attempt, time.monotonic() + self.claim_seconds)
+            return
         try:
             self._abandon_once(attempt)
         except _UNREACHABLE:
