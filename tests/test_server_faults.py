@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+from server import create_app
+from server.store.history import ClaimLost, StoredAnswer, StoredTurn
 from server.store.redis_process import RedisProcess
 
 OFF_TOPIC = "tell me a joke about penguins"
@@ -28,7 +30,6 @@ def redis_proc(tmp_path):
 @pytest.fixture
 def stall_app(tmp_path, redis_proc, reply_pipeline):
     """An app on ``redis_proc`` with short Redis timeouts: a command fails after about 0.3 s x 3 tries."""
-    from server import create_app
 
     app = create_app(
         {
@@ -79,8 +80,10 @@ def test_a_redis_stall_stores_a_turn_at_most_once_and_503_means_nothing_stored(
     assert chat(client, "s", f"{OFF_TOPIC} 0").status_code == 200
     extra = {"message_id": "m-1"} if client_id else {}
     pause_during_generation(echo_generator, redis_proc, pause)
+    started = time.monotonic()
     answer = chat(client, "s", f"{OFF_TOPIC} 1", **extra)
-    time.sleep(pause + 0.5)  # every command queued while Redis was frozen has run by now
+    # every command queued while Redis was frozen has run half a second after it woke up
+    time.sleep(max(0.0, started + pause + 0.5 - time.monotonic()))
     stored = [p for p in stored_pairs(stall_app, "s") if p[0] == f"{OFF_TOPIC} 1"]
     if answer.status_code == 200:
         assert len(stored) == 1, f"acknowledged turn stored {len(stored)} times"
@@ -150,8 +153,6 @@ def test_the_conversation_lock_is_first_come_first_served(make_app, echo_generat
 
 def test_a_commit_sent_twice_is_stored_once(app):
     """What the connection's retry does after a timeout: the same commit reaches Redis again."""
-    from server.store.history import StoredAnswer, StoredTurn
-
     store = app.extensions["assistant"].store
     attempt = store.attempt("twice", "t-1", client_id=True)
     assert store.claim(attempt) is None and store.acquire(attempt)
@@ -167,8 +168,6 @@ def test_a_commit_sent_twice_is_stored_once(app):
 
 def test_late_copies_of_an_abandoned_attempt_change_nothing(app):
     """A frozen Redis runs an attempt's queued claim, acquire and commit after the attempt gave up."""
-    from server.store.history import StoredAnswer, StoredTurn
-
     store = app.extensions["assistant"].store
     attempt = store.attempt("late", "l-1", client_id=True)
     assert store.claim(attempt) is None and store.acquire(attempt)
@@ -179,8 +178,6 @@ def test_late_copies_of_an_abandoned_attempt_change_nothing(app):
     assert store._acquire(keys=[claim_keys[1], claim_keys[2], claim_keys[0]], args=claim_args) == -1
     turns = [StoredTurn("customer", "hi", "l-1", 1.0), StoredTurn("agent", "hello", "l-1", 1.0, "model")]
     answer = StoredAnswer("hi", ({"text": "hello", "source": "model"},), 0.9, False)
-    from server.store.history import ClaimLost
-
     with pytest.raises(ClaimLost):
         store.commit(attempt, turns, status="bot", answer=answer)
     assert store.history("late") == [] and not store.client.exists(store.lock_key("late"))
@@ -216,3 +213,45 @@ def test_redis_out_of_memory_mid_turn_stores_nothing_and_tells_nothing(
     assert [t for t, _ in stored_pairs(stall_app, "oom")] == [f"{OFF_TOPIC} 0"]
     retry = chat(client, "oom", f"{OFF_TOPIC} 1", message_id="x-1")  # the refused attempt left nothing
     assert retry.status_code == 200 and "Idempotent-Replayed" not in retry.headers
+
+
+def test_an_unresolvable_commit_is_504_and_no_late_copy_applies(
+    tmp_path, redis_proc, reply_pipeline, echo_generator
+):
+    """Redis freezes while the commit is in flight and stays frozen past the claim's lifetime: the
+    server cannot learn the outcome, says so (504, not 503), and the commit still queued in Redis
+    finds its claim expired when Redis wakes: nothing is stored, the retry is answered fresh."""
+
+    app = create_app(
+        {
+            "env": "testing",
+            "instance_dir": str(tmp_path / "instance"),
+            "redis_url": redis_proc.url,
+            "redis_socket_timeout": 0.3,
+            "redis_connect_timeout": 0.3,
+            "redis_retries": 1,
+            "redis_backoff_base": 0.01,
+            "redis_backoff_cap": 0.02,
+            "lock_wait_seconds": 0.2,
+            "lock_timeout_seconds": 0.5,  # the claim lives 0.7 s
+        },
+        pipeline=reply_pipeline,
+    )
+    try:
+        client = app.test_client()
+        assert chat(client, "u", f"{OFF_TOPIC} 0").status_code == 200
+        pause_during_generation(echo_generator, redis_proc, 3.0)
+        started = time.monotonic()
+        unknown = chat(client, "u", f"{OFF_TOPIC} 1", message_id="u-1")
+        assert unknown.status_code == 504, unknown.json
+        assert (
+            unknown.json["error"]["code"] == "store_outcome_unknown"
+            and "'u-1'" in unknown.json["error"]["message"]
+        )
+        time.sleep(max(0.0, started + 3.5 - time.monotonic()))  # Redis woke and ran the queued commit
+        assert [t for t, _ in stored_pairs(app, "u")] == [f"{OFF_TOPIC} 0"]
+        retry = chat(client, "u", f"{OFF_TOPIC} 1", message_id="u-1")
+        assert retry.status_code == 200 and "Idempotent-Replayed" not in retry.headers
+        assert [t for t, _ in stored_pairs(app, "u")] == [f"{OFF_TOPIC} 0", f"{OFF_TOPIC} 1"]
+    finally:
+        app.extensions["assistant"].close()
