@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -84,6 +85,8 @@ class Runtime:
         self.pipeline: ReplyPipeline | None = None
         self.embedded: EmbeddedRedis | None = None
         self.model_info: dict[str, Any] = {}
+        #: called first by :meth:`close` (e.g. the channels' queue worker, before Redis stops)
+        self.on_close: list[Callable[[], None]] = []
 
     def init_app(
         self,
@@ -150,7 +153,9 @@ class Runtime:
         )
 
     def close(self) -> None:
-        """Close the Redis pool and stop the embedded Redis if this process started it."""
+        """Run the ``on_close`` hooks, close the Redis pool, stop the embedded Redis if this process started it."""
+        while self.on_close:
+            self.on_close.pop(0)()
         if self.store is not None:
             self.store.client.close()
             self.store.client.connection_pool.disconnect()

@@ -17,7 +17,10 @@ Whenever a turn fails, its claim, queue place and lock are released (in the back
 down), so neither the client's retry nor the conversation's next message waits for them to expire.
 
 The result is a typed :class:`TurnResult`; each channel renders it in its own format (``/v1/chat``
-JSON with :meth:`TurnResult.to_json`, the Rasa webhook's message list, a helpdesk API call). This
+JSON with :meth:`TurnResult.to_json`, the Rasa webhook's message list, a helpdesk API call).
+:func:`run_turn` is steps 1-3 (:func:`open_turn`, a context manager) around one ``pipeline.respond``
+call and step 4 (:meth:`OpenTurn.store`); the streaming endpoint (``server/streaming.py``) runs the
+same steps around a streamed reply. This
 module knows no HTTP request formats (the blueprints do) and no reply logic (``assistant.pipeline``).
 """
 
@@ -26,11 +29,14 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
+from assistant.data import Turn
 from assistant.pipeline import Reply
 from server.errors import ApiError
 from server.runtime import Runtime
@@ -48,17 +54,21 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ReplyItem:
-    """One message sent to the customer: its text, ``source`` (faq | model | fallback) and FAQ entry."""
+    """One message sent to the customer: its text, ``source`` (faq | model | fallback), FAQ entry and
+    the FAQ entity the conversation is about (conversational FAQ indexes)."""
 
     text: str
     source: str
     faq_id: str | None = None
+    entity: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """``{text, source, faq_id?}`` as in the ``/v1/chat`` body (``faq_id`` only when set)."""
+        """``{text, source, faq_id?, entity?}`` as in the ``/v1/chat`` body (optional keys only when set)."""
         item: dict[str, Any] = {"text": self.text, "source": self.source}
         if self.faq_id is not None:
             item["faq_id"] = self.faq_id
+        if self.entity is not None:
+            item["entity"] = self.entity
         return item
 
 
@@ -88,7 +98,7 @@ class TurnResult:
         return cls(
             conversation_id=conversation_id,
             message_id=message_id,
-            replies=(ReplyItem(reply.text, reply.source, reply.faq_id),),
+            replies=(ReplyItem(reply.text, reply.source, reply.faq_id, reply.entity),),
             confidence=round(float(reply.confidence), 4),
             handoff=bool(reply.handoff),
         )
@@ -99,7 +109,9 @@ class TurnResult:
         return cls(
             conversation_id=conversation_id,
             message_id=message_id,
-            replies=tuple(ReplyItem(r["text"], r["source"], r.get("faq_id")) for r in stored.replies),
+            replies=tuple(
+                ReplyItem(r["text"], r["source"], r.get("faq_id"), r.get("entity")) for r in stored.replies
+            ),
             confidence=stored.confidence,
             handoff=stored.handoff,
             replayed=True,
@@ -137,6 +149,120 @@ def run_turn(rt: Runtime, conversation_id: str, text: str, message_id: str | Non
         redis.RedisError: any other Redis failure, nothing stored (503).
         ModelError: the reply model failed, nothing stored (503).
     """
+    with open_turn(rt, conversation_id, text, message_id) as turn:
+        if turn.replay is not None:
+            return turn.replay
+        return turn.store(rt.pipeline.respond(turn.history, text))
+
+
+class OpenTurn:
+    """A turn between its start and its store: the message claimed, the conversation locked, history loaded.
+
+    Made by :func:`open_turn`; the caller computes a reply from :attr:`history` (in one piece, or
+    streamed: ``server/streaming.py``) and stores it with :meth:`store`.
+
+    Attributes:
+        conversation_id, message_id, text: the message (``message_id`` generated if the client gave none).
+        replay: the stored answer when ``message_id`` was answered before (then nothing else is set:
+            no lock is taken, nothing is to be stored).
+        history: the stored turns the reply sees, oldest first.
+        stored: whether :meth:`store` ran to its end (the turn, or another attempt's at the same
+            message_id, is stored).
+    """
+
+    def __init__(
+        self,
+        rt: Runtime,
+        conversation_id: str,
+        message_id: str,
+        text: str,
+        *,
+        attempt: TurnAttempt | None = None,
+        history: list[Turn] | None = None,
+        replay: TurnResult | None = None,
+    ) -> None:
+        self.rt = rt
+        self.conversation_id = conversation_id
+        self.message_id = message_id
+        self.text = text
+        self.attempt = attempt
+        self.history = history or []
+        self.replay = replay
+        self.stored = False
+
+    def store(self, reply: Reply) -> TurnResult:
+        """Commit the customer message, ``reply``, the status and the answer for replay: one script,
+        applied at most once, which also releases the conversation's lock.
+
+        Returns:
+            the turn's result; the stored answer of another attempt at the same message_id (replayed)
+            when that one was stored first.
+
+        Raises:
+            ApiError: 409 ``message_superseded``: the claim was lost meanwhile; nothing stored.
+            TurnNotStored: nothing of the turn was stored (503).
+            TurnOutcomeUnknown: Redis could not be asked whether it was (504).
+            redis.RedisError: Redis refused the write; nothing stored.
+        """
+        if self.attempt is None:
+            raise RuntimeError("a replayed turn has nothing to store")
+        result = TurnResult.from_reply(self.conversation_id, self.message_id, reply)
+        now = time.time()
+        turns = [
+            StoredTurn(role="customer", text=self.text, message_id=self.message_id, at=now),
+            StoredTurn(
+                role="agent",
+                text=reply.text,
+                message_id=self.message_id,
+                at=now,
+                source=reply.source,
+                faq_id=reply.faq_id,
+                confidence=result.confidence,
+                handoff=result.handoff,
+                entity=reply.entity,
+            ),
+        ]
+        answer = StoredAnswer(
+            customer_text=self.text,
+            replies=tuple(r.to_json() for r in result.replies),
+            confidence=result.confidence,
+            handoff=result.handoff,
+        )
+        store = self.rt.store
+        try:
+            outcome = store.commit(
+                self.attempt, turns, status="handoff" if result.handoff else "bot", answer=answer
+            )
+        except ClaimLost as e:
+            raise _superseded(self.attempt) from e
+        finally:
+            self.stored = True  # committed, resolved or abandoned: nothing is left to release
+        if not outcome.ours:  # another attempt at the same message_id was stored first: its answer counts
+            return _replay(self.conversation_id, self.message_id, self.text, outcome.answer)
+        if not outcome.lock_held:
+            log.warning(
+                "conversation %r: the turn outlived its lock (lock_timeout_seconds %s); another "
+                "message of it may have been answered meanwhile",
+                self.conversation_id,
+                store.lock_timeout,
+            )
+        return result
+
+
+@contextmanager
+def open_turn(
+    rt: Runtime, conversation_id: str, text: str, message_id: str | None = None
+) -> Iterator[OpenTurn]:
+    """Steps 1-3 of a turn around the caller's reply: claim the message id, lock, load the history.
+
+    When the block raises or leaves without :meth:`OpenTurn.store`, the attempt is abandoned: its
+    claim, queue place and lock are released (in the background while Redis is unreachable), so the
+    client may retry at once. Arguments as :func:`run_turn`.
+
+    Raises:
+        ApiError: 409 as :func:`run_turn` (before the block runs).
+        TurnNotStored: Redis unreachable (503).
+    """
     store = rt.store
     attempt = store.attempt(conversation_id, message_id or uuid.uuid4().hex, client_id=message_id is not None)
     message_id = attempt.message_id
@@ -163,7 +289,10 @@ def run_turn(rt: Runtime, conversation_id: str, text: str, message_id: str | Non
         store.abandon(attempt, redis_unreachable=_unreachable(e))  # the claim may still be applied: fence it
         raise _not_stored(attempt, e) from e
     if stored is not None:
-        return _replay(conversation_id, message_id, text, stored)
+        replay = _replay(conversation_id, message_id, text, stored)
+        yield OpenTurn(rt, conversation_id, message_id, text, replay=replay)
+        return
+    turn = OpenTurn(rt, conversation_id, message_id, text, attempt=attempt)
     try:
         if not store.acquire(attempt):
             raise ApiError(
@@ -172,50 +301,19 @@ def run_turn(rt: Runtime, conversation_id: str, text: str, message_id: str | Non
                 f"conversation {conversation_id!r} is answering other messages for more than "
                 f"{store.lock_wait} s; retry later",
             )
-        history = [t.to_turn() for t in store.history(conversation_id)]
-        reply = rt.pipeline.respond(history, text)
+        turn.history = [t.to_turn() for t in store.history(conversation_id)]
+        yield turn
     except BaseException as e:
-        store.abandon(attempt, redis_unreachable=_unreachable(e))
+        if not turn.stored:
+            store.abandon(attempt, redis_unreachable=_unreachable(e))
         if isinstance(e, ClaimLost):
             raise _superseded(attempt) from e
-        if isinstance(e, redis.RedisError):
+        if isinstance(e, redis.RedisError) and not turn.stored:
             raise _not_stored(attempt, e) from e
         raise
-    result = TurnResult.from_reply(conversation_id, message_id, reply)
-    now = time.time()
-    turns = [
-        StoredTurn(role="customer", text=text, message_id=message_id, at=now),
-        StoredTurn(
-            role="agent",
-            text=reply.text,
-            message_id=message_id,
-            at=now,
-            source=reply.source,
-            faq_id=reply.faq_id,
-            confidence=result.confidence,
-            handoff=result.handoff,
-        ),
-    ]
-    answer = StoredAnswer(
-        customer_text=text,
-        replies=tuple(r.to_json() for r in result.replies),
-        confidence=result.confidence,
-        handoff=result.handoff,
-    )
-    try:
-        outcome = store.commit(attempt, turns, status="handoff" if result.handoff else "bot", answer=answer)
-    except ClaimLost as e:
-        raise _superseded(attempt) from e
-    if not outcome.ours:  # another attempt at the same message_id was stored first: its answer counts
-        return _replay(conversation_id, message_id, text, outcome.answer)
-    if not outcome.lock_held:
-        log.warning(
-            "conversation %r: the turn outlived its lock (lock_timeout_seconds %s); another "
-            "message of it may have been answered meanwhile",
-            conversation_id,
-            store.lock_timeout,
-        )
-    return result
+    else:
+        if not turn.stored:  # the caller left without storing (e.g. a stream nobody finished)
+            store.abandon(attempt)
 
 
 def _replay(conversation_id: str, message_id: str, text: str, stored: StoredAnswer) -> TurnResult:

@@ -15,7 +15,9 @@ from typing import TypeVar
 
 from flask import Response, request
 from pydantic import BaseModel
+from werkzeug.exceptions import RequestEntityTooLarge
 
+from server import site_keys
 from server.errors import ApiError
 from server.runtime import runtime
 
@@ -84,27 +86,33 @@ def parse_body(model: type[M]) -> M:
 
 
 def _read_body() -> bytes:
-    """The whole request body.
+    """The whole request body (cached: the site-key check may have read it already).
 
     Raises:
-        RequestEntityTooLarge: over ``MAX_CONTENT_LENGTH`` (413). Read to the end, so that a chunked
-            body (no Content-Length) over the limit is refused too, where ``request.get_data()``
-            would silently cut it at the limit.
+        RequestEntityTooLarge: over ``MAX_CONTENT_LENGTH`` (413), also for a chunked body (no
+            Content-Length), which ``request.get_data()`` alone would silently cut at the limit: one
+            more byte is asked for, and Werkzeug's limited stream refuses it when there is more.
     """
-    stream, chunks = request.stream, []
-    while chunk := stream.read(65536):
-        chunks.append(chunk)
-    return b"".join(chunks)
+    data = request.get_data(cache=True)
+    if request.content_length is None and request.stream.read(1):
+        raise RequestEntityTooLarge()
+    return data
 
 
 def check_api_key() -> None:
-    """Require the API key (``Authorization: Bearer <key>`` or ``X-API-Key``) when one is configured.
+    """Require the API key (``Authorization: Bearer <key>`` or ``X-API-Key``) when one is configured,
+    or a public site key (``X-Site-Key``) within its limits (``server/site_keys.py``) when one is sent.
 
     Raises:
-        ApiError: 401 when the key is missing or wrong.
+        ApiError: 401 when the key is missing or wrong; 403 for a site key used outside its limits.
     """
+    if request.method == "OPTIONS":  # CORS preflights carry no credentials
+        return
+    if request.headers.get(site_keys.HEADER):
+        site_keys.check_site_key(runtime().settings.site_key_origins)
+        return
     expected = runtime().settings.api_key
-    if not expected or request.method == "OPTIONS":  # CORS preflights carry no credentials
+    if not expected:
         return
     given = request.headers.get("X-API-Key", "")
     auth = request.headers.get("Authorization", "")
@@ -133,7 +141,9 @@ def add_cors_headers(response: Response) -> Response:
         return response
     if request.method == "OPTIONS":
         response.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
-        response.headers["Access-Control-Allow-Headers"] = "Content-Type, Authorization, X-API-Key"
+        response.headers["Access-Control-Allow-Headers"] = (
+            "Content-Type, Authorization, X-API-Key, X-Site-Key, X-Request-ID"
+        )
         response.headers["Access-Control-Max-Age"] = "600"
-    response.headers["Access-Control-Expose-Headers"] = "Idempotent-Replayed"
+    response.headers["Access-Control-Expose-Headers"] = "Idempotent-Replayed, X-Request-ID"
     return response

@@ -67,6 +67,8 @@ class StoredTurn:
         faq_id: the FAQ entry an agent reply came from, if any.
         confidence: the reply's confidence in [0, 1] (agent turns).
         handoff: whether the reply handed the conversation to a human (agent turns).
+        entity: the FAQ entity the conversation was about when the reply was made (agent turns of a
+            conversational FAQ index), else ``None``.
     """
 
     role: str
@@ -77,6 +79,7 @@ class StoredTurn:
     faq_id: str | None = None
     confidence: float | None = None
     handoff: bool = False
+    entity: str | None = None
 
     def to_turn(self) -> Turn:
         """The :class:`assistant.data.Turn` the reply pipeline sees."""
@@ -104,7 +107,7 @@ class StoredTurn:
                 problems.append(f"{name} is not a string")
         if not _is_number(obj.get("at")):
             problems.append("at is not a number")
-        for name in ("source", "faq_id"):
+        for name in ("source", "faq_id", "entity"):
             if obj.get(name) is not None and not isinstance(obj[name], str):
                 problems.append(f"{name} is not a string or null")
         if obj.get("confidence") is not None and not _is_number(obj["confidence"]):
@@ -173,7 +176,7 @@ class StoredAnswer:
 
     Attributes:
         customer_text: the message it answered (a retry with another text is refused).
-        replies: ``[{text, source, faq_id?}]`` as sent.
+        replies: ``[{text, source, faq_id?, entity?}]`` as sent.
         confidence: of the route taken, in [0, 1].
         handoff: whether the answer handed the conversation to a person.
         token: the attempt that stored it (``""`` for answers stored by earlier versions).
