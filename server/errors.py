@@ -13,8 +13,10 @@ body over ``max_body_bytes``           413     ``body_too_large``
 text over ``max_text_chars``           413     ``text_too_long``
 Content-Type not application/json      415     ``unsupported_media_type``
 field missing / wrong type / pattern   422     ``invalid_field`` (message names the field)
-Redis unreachable or timing out        503     ``redis_unavailable``
+Redis unreachable or timing out        503     ``redis_unavailable`` (for a chat turn: nothing of it
+                                               was stored, and nothing ever will be)
 any other Redis failure                503     ``redis_error``
+Redis could not confirm a turn's write 504     ``store_outcome_unknown`` (retry the same message_id)
 the reply model or index fails         503     ``model_unavailable``
 anything else                          500     ``internal_error`` (logged with traceback)
 =====================================  ======  ==========================
@@ -37,6 +39,7 @@ from werkzeug.exceptions import HTTPException
 
 from assistant.errors import AssistantError, ModelError, RetrievalError
 from server.api.schemas import ID_RULE, TextTooLong
+from server.store.history import TurnNotStored, TurnOutcomeUnknown
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,7 @@ _HTTP_CODES = {
     429: "too_many_requests",
     500: "internal_error",
     503: "unavailable",
+    504: "gateway_timeout",
 }
 
 
@@ -123,14 +127,32 @@ def register_error_handlers(app: Flask) -> None:
         err = validation_error(exc)
         return error_response(err.status, err.code, err.message)
 
+    @app.errorhandler(TurnNotStored)
+    def _turn_not_stored(exc: TurnNotStored):
+        log.warning("request %s: Redis unavailable, message not stored: %s", request_id(), exc.cause)
+        return error_response(
+            503,
+            "redis_unavailable",
+            "the conversation store (Redis) is unavailable; nothing was stored, retry later",
+        )
+
+    @app.errorhandler(TurnOutcomeUnknown)
+    def _turn_unknown(exc: TurnOutcomeUnknown):
+        log.error("request %s: Redis did not confirm the turn's write: %s", request_id(), exc.cause)
+        return error_response(
+            504,
+            "store_outcome_unknown",
+            "the conversation store (Redis) did not answer in time, so whether this message was stored "
+            f"is unknown; send it again with message_id {exc.message_id!r}: a stored answer is replayed, "
+            "otherwise it is answered anew",
+        )
+
     @app.errorhandler(redis.ConnectionError)
     @app.errorhandler(redis.TimeoutError)
     def _redis_down(exc: redis.RedisError):
         log.warning("request %s: Redis unavailable: %s", request_id(), exc)
         return error_response(
-            503,
-            "redis_unavailable",
-            "the conversation store (Redis) is unavailable; nothing was stored, retry later",
+            503, "redis_unavailable", "the conversation store (Redis) is unavailable; retry later"
         )
 
     @app.errorhandler(redis.RedisError)

@@ -33,7 +33,7 @@ from pythonjsonlogger.json import JsonFormatter
 
 from assistant.ingest.scrub import Scrubber
 from server.api.guards import peek_json_body
-from server.api.schemas import is_valid_id
+from server.api.schemas import conversation_id_problem
 from server.errors import request_id
 from server.settings import Settings
 
@@ -75,11 +75,12 @@ def configure_logging(settings: Settings, stream: Any = None) -> None:
 
 def _conversation_id() -> str | None:
     if request.view_args and "conversation_id" in request.view_args:
-        return request.view_args["conversation_id"]
+        value = request.view_args["conversation_id"]
+        return value if conversation_id_problem(value) is None else None
     body = peek_json_body()
     if isinstance(body, dict):
         value = body.get("conversation_id", body.get("sender"))
-        return value if isinstance(value, str) and is_valid_id(value) else None
+        return value if isinstance(value, str) and conversation_id_problem(value) is None else None
     return None
 
 

@@ -23,6 +23,7 @@ from assistant.pipeline import Reply
 from server.settings import Settings
 from server.store.embedded import EmbeddedRedis
 from server.store.history import DialogStore, connect
+from server.torch_threads import set_torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class Runtime:
         store: the :class:`DialogStore`.
         pipeline: the reply pipeline (``create_app`` raises if it cannot be loaded, so it is always set).
         embedded: the embedded Redis this process uses, or ``None`` with ``REDIS_URL``.
-        model_info: what was loaded, for ``/readyz``.
+        model_info: what was loaded (for operators and tests; ``/readyz`` does not show paths).
     """
 
     def __init__(self) -> None:
@@ -116,10 +117,7 @@ class Runtime:
                     pipeline_config = dataclasses.replace(
                         pipeline_config, handoff_replies=DEMO_HANDOFF_REPLIES
                     )
-            if settings.torch_threads:
-                import torch
-
-                torch.set_num_threads(settings.torch_threads)
+            set_torch_threads(settings.torch_threads)  # also after a fork (gunicorn --preload)
             self.pipeline = load_pipeline(
                 model_dir or None,
                 index_dir or None,

@@ -6,7 +6,8 @@ from the fields (``docs/server.md``'s table is written by hand from them). :func
 layers: the dataclass defaults (optionally replaced by a caller's ``defaults``, e.g. ``wsgi.py``
 makes ``production`` the default environment), then the environment variables, then an override
 dict (tests, CLI flags). A bad value raises :class:`~assistant.errors.ConfigError` naming the
-variable, the bad value and what would be valid. In ``production``, insecure defaults are refused
+variable, the bad value and what would be valid; an ``ASSISTANT_*`` variable that is no setting is
+logged as a warning with the closest setting names. In ``production``, insecure defaults are refused
 (no API key, no model or index directory).
 
 This module reads the environment only when :func:`load_settings` is called; it starts nothing.
@@ -15,8 +16,10 @@ This module reads the environment only when :func:`load_settings` is called; it 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import json
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -471,6 +474,15 @@ def _coerce(f: dataclasses.Field, raw: Any, source: str) -> Any:
     return raw.strip()
 
 
+def _warn_unknown_variables(environ: Mapping[str, str], known: set[str]) -> None:
+    """Log a warning for each ``ASSISTANT_*`` variable that is no setting (a typo is otherwise silent)."""
+    for name in sorted(n for n in environ if n.startswith("ASSISTANT_") and n not in known):
+        suffixes = {k.removeprefix("ASSISTANT_"): k for k in known}
+        close = [suffixes[m] for m in difflib.get_close_matches(name[10:], sorted(suffixes), n=2, cutoff=0.6)]
+        hint = f"; did you mean {' or '.join(close)}?" if close else "; see docs/server.md#settings"
+        logging.getLogger(__name__).warning("unknown environment variable %s is ignored%s", name, hint)
+
+
 def load_settings(
     override: Mapping[str, Any] | None = None,
     *,
@@ -502,6 +514,7 @@ def load_settings(
     for name, f in fields.items():
         if env_var(f) in environ:
             values[name] = _coerce(f, environ[env_var(f)], "environment variable")
+    _warn_unknown_variables(environ, {env_var(f) for f in fields.values()})
     for name, value in (override or {}).items():
         values[name] = _coerce(fields[name], value, "setting")
     return Settings(**values)

@@ -8,15 +8,15 @@ and hands what happens to the caller through a queue, in order:
    Redis down; nothing stored);
 2. :class:`~assistant.streaming.TextChunk` and :class:`~assistant.streaming.Reset` events while the
    reply is computed (a replayed answer: its text as one chunk);
-3. the :class:`~server.turn.TurnResult` after the whole turn was stored in one ``MULTI/EXEC``, or
-   :class:`Failed` (nothing stored, the message id released for a retry).
+3. the :class:`~server.turn.TurnResult` after the whole turn was stored by one write applied at most
+   once, or :class:`Failed` (nothing stored, the message id released for a retry; 504: unknown).
 
 Why a thread: the HTTP response can send keep-alive comments while the model computes, and the turn
 does not depend on the client. **A client that disconnects mid-stream leaves the whole turn stored**:
 the thread runs the turn to its end whether or not anyone reads the queue, exactly as a ``/v1/chat``
 request whose client timed out; a retry with the same ``message_id`` replays the stored answer, and a
-reloaded page sees the turn in the history. The turn lock is a redis-py thread-local lock, so it is
-taken and released in this thread. This module knows no HTTP (``server/api/stream.py`` writes SSE).
+reloaded page sees the turn in the history. The turn lock belongs to the turn's attempt token (not to
+a thread); it is taken and released in this thread. This module knows no HTTP (``server/api/stream.py`` writes SSE).
 """
 
 from __future__ import annotations

@@ -1,11 +1,10 @@
-"""WSGI entry point for production servers: ``gunicorn 'server.wsgi:app'``.
+"""WSGI entry point for production servers: ``gunicorn -c python:server.serving.gunicorn_conf 'server.wsgi:app'``.
 
-Builds the app once per process with ``production`` as the default environment (an API key and a
-model/index directory are then required; ``ASSISTANT_ENV`` still overrides). With several gunicorn
-workers, set ``REDIS_URL`` to a Redis server, or pass ``--preload`` so the master process starts the
-embedded Redis once and the workers share it (see ``docs/server.md``). Without either, the first
-worker starts the embedded Redis and the others reuse it (a file lock prevents two servers on one
-AOF), but it stops when that worker exits. Logging is set up by ``server.logs.configure_logging``.
+Builds the app once per process (once in the master with ``--preload``) with ``production`` as the
+default environment (an API key and a model/index directory are then required; ``ASSISTANT_ENV``
+still overrides). Without ``REDIS_URL`` all workers share one embedded Redis, which outlives any one
+of them and stops with the last (see ``docs/server.md``). Logging is set up by
+``server.logs.configure_logging``.
 """
 
 from server import create_app

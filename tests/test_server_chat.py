@@ -96,21 +96,29 @@ def test_repeated_message_id_replays_the_stored_answer(client, echo_generator):
 
 def test_duplicate_in_flight_and_busy_conversation_give_409(app, client):
     store = app.extensions["assistant"].store
-    assert store.claim_message("conv-d", "m-9") is None  # another worker is answering m-9 right now
+    other = store.attempt("conv-d", "m-9", client_id=True)  # another worker is answering m-9 right now
+    assert store.claim(other) is None and store.acquire(other)
     busy = chat(client, "conv-d", OFF_TOPIC[0], message_id="m-9")
     assert busy.status_code == 409 and busy.json["error"]["code"] == "duplicate_in_flight"
-
-    lock = store.lock("conv-d")
-    assert lock.acquire()
-    try:
-        blocked = chat(client, "conv-d", OFF_TOPIC[0], message_id="m-10")
-        assert blocked.status_code == 409 and blocked.json["error"]["code"] == "conversation_busy"
-    finally:
-        lock.release()
-    # the failed attempt released its claim: the client's retry is answered
+    blocked = chat(client, "conv-d", OFF_TOPIC[0], message_id="m-10")  # it holds the conversation's lock
+    assert blocked.status_code == 409 and blocked.json["error"]["code"] == "conversation_busy"
+    store.abandon(other)  # the other worker failed: its claim and lock are released
+    # the failed attempt released its claim too: the client's retry is answered
     retry = chat(client, "conv-d", OFF_TOPIC[0], message_id="m-10")
     assert retry.status_code == 200
-    assert [t["message_id"] for t in client.get("/v1/conversations/conv-d").json["turns"]] == ["m-10", "m-10"]
+    assert chat(client, "conv-d", OFF_TOPIC[0], message_id="m-9").status_code == 200
+    turns = client.get("/v1/conversations/conv-d").json["turns"]
+    assert [t["message_id"] for t in turns] == ["m-10", "m-10", "m-9", "m-9"]
+
+
+def test_a_claim_whose_owner_died_is_taken_over(app, client):
+    store = app.extensions["assistant"].store
+    dead = store.attempt("conv-z", "z-1", client_id=True)
+    assert store.claim(dead) is None  # claimed, then its process was killed before taking the lock
+    store.client.delete(store.queue_key("conv-z"))  # its queue place expired (lock_wait + 1 s)
+    answer = chat(client, "conv-z", OFF_TOPIC[0], message_id="z-1")
+    assert answer.status_code == 200 and "Idempotent-Replayed" not in answer.headers
+    assert len(client.get("/v1/conversations/conv-z").json["turns"]) == 2
 
 
 def test_low_confidence_reply_hands_off(client, echo_generator):

@@ -4,12 +4,18 @@ and loading a saved FAQ index the production way (``ASSISTANT_INDEX_DIR``)."""
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 from werkzeug.serving import make_server
 
 from server.cli.main import main
+from server.store.redis_process import free_loopback_port
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +119,9 @@ def test_pipeline_setting_reaches_the_loaded_pipeline(make_app, index_dir):
     answer = client.post("/v1/chat", json={"conversation_id": "p", "text": "tell me a joke about penguins"})
     assert answer.json["replies"] == [{"text": "A colleague will take over.", "source": "fallback"}]
     assert answer.json["handoff"] is True  # an index and no model: out of scope hands off
-    assert client.get("/readyz").json["checks"]["model"]["index_dir"] == index_dir.name  # no server paths
+    app = client.application
+    assert app.extensions["assistant"].model_info["index_dir"] == str(index_dir)
+    assert str(index_dir) not in client.get("/readyz").get_data(as_text=True)  # no path to anonymous callers
 
 
 @pytest.fixture(scope="module")
@@ -151,3 +159,60 @@ def test_index_rebuild_adds_a_new_entry(tmp_path, index_dir, capsys, demo_data):
     assert main(["index", "rebuild", "--index-dir", str(directory), "--faq", str(faq)]) == 0
     assert "restart the server" in capsys.readouterr().out
     assert FaqIndex.load(directory).search("is the packaging recyclable", k=2)[0].faq_id == "eco-001"
+
+
+def test_serve_refuses_a_taken_port_before_loading_anything(tmp_path, capsys):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        code = main(
+            [
+                "serve",
+                "--port",
+                str(port),
+                "--env",
+                "testing",
+                "--model-dir",
+                str(tmp_path / "never-loaded"),
+                "--instance-dir",
+                str(tmp_path / "instance"),
+            ]
+        )
+    captured = capsys.readouterr()
+    assert code == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in captured.err and "--port" in captured.err
+    assert "never-loaded" not in captured.err  # the model was not even looked at
+    assert "assistant server on" not in captured.out
+
+
+@pytest.mark.slow
+def test_the_printed_curl_line_works_when_pasted(tmp_path, redis_server, index_dir):
+    """``assistant serve`` with an API key prints a curl line; pasted into a shell it gets a 200."""
+    key = "k" * 24
+    port = free_loopback_port()
+    root = Path(__file__).resolve().parent.parent
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
+        "ASSISTANT_API_KEY": key,
+    }
+    command = [sys.executable, "-m", "server", "serve", "--port", str(port), "--env", "testing"]
+    command += ["--index-dir", str(index_dir), "--instance-dir", str(tmp_path / "instance")]
+    command += ["--redis-url", redis_server.url, "--redis-prefix", redis_server.prefix]
+    server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        banner = server.stdout.readline()
+        assert banner.startswith(f"assistant server on http://127.0.0.1:{port}")
+        line = server.stdout.readline()
+        assert line.startswith("try: curl ")
+        pasted = subprocess.run(
+            ["bash", "-c", line.strip().removeprefix("try: ") + " -o /dev/null -w '%{http_code}'"],
+            env={**os.environ, "ASSISTANT_API_KEY": key},
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert pasted.stdout == "200", (line, pasted.stdout, pasted.stderr)
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)

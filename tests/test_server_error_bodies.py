@@ -37,7 +37,7 @@ def test_error_bodies_never_contain_paths_or_tracebacks(make_app, echo_generator
         405: client.put("/v1/chat", headers=AUTH),
         413: chat({"conversation_id": "e", "text": "x" * 51}),
         415: client.post("/v1/chat", data="hi", content_type="text/plain", headers=AUTH),
-        422: chat({"conversation_id": "no spaces allowed", "text": TEXT}),
+        422: chat({"conversation_id": "no/slashes", "text": TEXT}),
     }
     responses["413 body"] = client.post(
         "/v1/chat", data=b"{" + b" " * 70000 + b"}", content_type="application/json", headers=AUTH

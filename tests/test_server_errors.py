@@ -26,11 +26,12 @@ def error_of(response, status, code):
     [
         ({"text": "hi"}, "conversation_id", "is required"),
         ({"conversation_id": "c-1"}, "text", "is required"),
-        ({**GOOD, "conversation_id": "has space"}, "conversation_id", "letters, digits"),
+        ({**GOOD, "conversation_id": "a/b"}, "conversation_id", "has '/' at character 2"),
+        ({**GOOD, "conversation_id": ".."}, "conversation_id", "not blank, '.' or '..'"),
         ({**GOOD, "conversation_id": "x" * 129}, "conversation_id", "1-128 characters"),
         ({**GOOD, "conversation_id": 42}, "conversation_id", "valid string"),
         ({**GOOD, "message_id": "a/b"}, "message_id", "letters, digits"),
-        ({**GOOD, "text": "   "}, "text", "non-space character"),
+        ({**GOOD, "text": "   "}, "text", "must contain a visible character"),
         ({**GOOD, "text": ["hi"]}, "text", "valid string"),
         ({**GOOD, "metadata": "not an object"}, "metadata", "valid dictionary"),
         ({**GOOD, "txt": "typo"}, "txt", "is not a known field"),
@@ -101,8 +102,8 @@ def test_unknown_conversation_route_and_method(client):
     message = error_of(client.get("/v1/conversations/never-seen"), 404, "not_found")
     assert "never-seen" in message
     error_of(client.delete("/v1/conversations/never-seen"), 404, "not_found")
-    message = error_of(client.get("/v1/conversations/bad%20id"), 422, "invalid_field")
-    assert "bad id" in message
+    message = error_of(client.get("/v1/conversations/bad%09id"), 422, "invalid_field")
+    assert "U+0009 at character 4" in message
     error_of(client.delete("/v1/conversations/abc%0A"), 422, "invalid_field")  # same rule as the bodies
     error_of(client.get("/v2/anything"), 404, "not_found")
     message = error_of(client.get("/v1/chat"), 405, "method_not_allowed")
@@ -189,3 +190,20 @@ def test_create_app_refuses_a_bad_setting(tmp_path):
 def test_bad_cors_origins_are_refused(value):
     with pytest.raises(ConfigError, match="cors_origins \\(ASSISTANT_CORS_ORIGINS\\)"):
         load_settings(environ={"ASSISTANT_CORS_ORIGINS": value})
+
+
+def test_an_unknown_assistant_variable_is_named_in_a_warning(caplog):
+    settings = load_settings(
+        environ={"ASSISTANT_INSTANCE_PATH": "/srv/x", "ASSISTANT_HISTORY_MAX_TURNS": "8"}
+    )
+    assert settings.instance_dir == "" and settings.history_max_turns == 8
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert warnings[0].startswith(
+        "unknown environment variable ASSISTANT_INSTANCE_PATH is ignored; did you mean ASSISTANT_INSTANCE_DIR"
+    )
+    caplog.clear()
+    load_settings(environ={"ASSISTANT_QQQ": "1", "OTHER_THING": "2"})
+    assert [r.getMessage() for r in caplog.records] == [
+        "unknown environment variable ASSISTANT_QQQ is ignored; see docs/server.md#settings"
+    ]

@@ -129,16 +129,17 @@ def test_errors_before_the_stream_are_error_events_with_their_status(stream_app)
     assert set(plain.json["error"]) == set(error) and plain.json["error"]["code"] == error["code"]
 
     auth = {"Authorization": "Bearer " + "k" * 20}
-    response, events = post_stream(client, {"conversation_id": "bad id!", "text": "hi"}, auth)
+    response, events = post_stream(client, {"conversation_id": "bad/id", "text": "hi"}, auth)
     assert response.status_code == 422 and json.loads(events[0][1])["code"] == "invalid_field"
     assert "conversation_id" in json.loads(events[0][1])["message"]
 
-    lock = app.extensions["assistant"].store.lock("e-busy")
-    assert lock.acquire()
+    store = app.extensions["assistant"].store
+    other = store.attempt("e-busy", "other", client_id=True)  # another message holds the lock
+    assert store.claim(other) is None and store.acquire(other)
     try:
         response, events = post_stream(client, {"conversation_id": "e-busy", "text": "hi"}, auth)
     finally:
-        lock.release()
+        store.abandon(other)
     assert response.status_code == 409 and json.loads(events[0][1])["code"] == "conversation_busy"
     assert client.get("/v1/conversations/e-busy", headers=auth).status_code == 404
 

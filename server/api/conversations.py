@@ -12,17 +12,16 @@ from dataclasses import asdict
 from flask import Blueprint, jsonify
 
 from server.api.auth import authorize, tenant_runtime
-from server.api.schemas import ID_RULE, is_valid_id
+from server.api.schemas import conversation_id_problem
 from server.errors import ApiError
 
 bp = Blueprint("conversations", __name__, url_prefix="/v1/conversations")
 
 
 def _checked(conversation_id: str) -> str:
-    if not is_valid_id(conversation_id):
-        raise ApiError(
-            422, "invalid_field", f"conversation id {conversation_id[:60]!r} is invalid: expected {ID_RULE}"
-        )
+    problem = conversation_id_problem(conversation_id)
+    if problem:
+        raise ApiError(422, "invalid_field", f"conversation id {conversation_id[:60]!r} {problem}")
     return conversation_id
 
 

@@ -1,21 +1,56 @@
 """Request helpers shared by the blueprints: parse and validate a JSON body, check the API key, CORS.
 
+A body is read whole (at most ``max_body_bytes``, else 413, chunked bodies included), its nesting
+depth is bounded before it is parsed (:data:`MAX_JSON_DEPTH`; a deeper body gets 400, where Python's
+parser would recurse until ``RecursionError``), then it is parsed and validated.
+
 It does not define endpoints.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any, TypeVar
 
 from flask import Response, request
 from pydantic import BaseModel
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from server.api.auth import current_principal
 from server.errors import ApiError
 from server.runtime import runtime
 
 M = TypeVar("M", bound=BaseModel)
+
+#: Deepest nesting of arrays/objects accepted in a request body (our bodies need 3; ``metadata`` is free-form).
+MAX_JSON_DEPTH = 32
+_OPENERS, _CLOSERS = frozenset(b"[{"), frozenset(b"]}")
+_QUOTE, _BACKSLASH = ord('"'), ord("\\")
+
+
+def json_depth_exceeds(data: bytes, limit: int) -> bool:
+    """Whether the JSON text ``data`` nests arrays/objects deeper than ``limit`` (brackets inside strings
+    do not count). Linear in ``len(data)``; bodies with at most ``limit`` opening brackets are not scanned."""
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return False
+    depth, in_string, escaped = 0, False, False
+    for byte in data:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == _BACKSLASH:
+                escaped = True
+            elif byte == _QUOTE:
+                in_string = False
+        elif byte == _QUOTE:
+            in_string = True
+        elif byte in _OPENERS:
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte in _CLOSERS:
+            depth -= 1
+    return False
 
 
 def parse_body(model: type[M]) -> M:
@@ -32,10 +67,15 @@ def parse_body(model: type[M]) -> M:
             "unsupported_media_type",
             f"Content-Type must be application/json, got {request.mimetype or 'none'!r}",
         )
-    data = request.get_json(silent=True)
-    if data is None:
-        request.get_data()  # raises 413 for an oversized body before we blame its syntax
-        raise ApiError(400, "invalid_json", "the request body is not valid JSON")
+    raw = _read_body()
+    if json_depth_exceeds(raw, MAX_JSON_DEPTH):
+        raise ApiError(
+            400, "invalid_json", f"the request body nests arrays/objects deeper than {MAX_JSON_DEPTH} levels"
+        )
+    try:
+        data = json.loads(raw)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        raise ApiError(400, "invalid_json", "the request body is not valid JSON") from None
     if not isinstance(data, dict):
         raise ApiError(
             400, "invalid_json", f"the request body must be a JSON object, got {type(data).__name__}"
@@ -44,14 +84,35 @@ def parse_body(model: type[M]) -> M:
     return model.model_validate(data, context={"max_text_chars": settings.max_text_chars})
 
 
+def _read_body() -> bytes:
+    """The whole request body (cached: the site-key check may have read it already).
+
+    Raises:
+        RequestEntityTooLarge: over ``MAX_CONTENT_LENGTH`` (413), also for a chunked body (no
+            Content-Length), which ``request.get_data()`` alone would silently cut at the limit: one
+            more byte is asked for, and Werkzeug's limited stream refuses it when there is more.
+    """
+    data = request.get_data(cache=True)
+    if request.content_length is None and request.stream.read(1):
+        raise RequestEntityTooLarge()
+    return data
+
+
 def peek_json_body() -> Any:
-    """The request's JSON body if it is one and within ``max_body_bytes``, else ``None`` (never raises;
-    for hooks that only look, e.g. the rate limit's conversation id and the request log)."""
+    """The request's JSON object or value if its body is JSON within ``max_body_bytes`` and
+    :data:`MAX_JSON_DEPTH`, else ``None``; never raises (for hooks that only look: the rate limit's
+    conversation id, the request log). The body stays cached for :func:`parse_body`."""
     if not request.is_json:
         return None
     try:
-        return request.get_json(silent=True)
+        raw = request.get_data(cache=True)
     except HTTPException:  # 413: too large to read; the view answers it
+        return None
+    if json_depth_exceeds(raw, MAX_JSON_DEPTH):
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
         return None
 
 

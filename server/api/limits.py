@@ -30,6 +30,7 @@ from flask_limiter import ApplicationLimit, Limiter, RequestLimit
 
 from server.api.auth import SITE_KEY_ID, current_principal
 from server.api.guards import peek_json_body
+from server.api.schemas import conversation_id_problem
 from server.runtime import Runtime
 from server.store.cluster import is_cluster_url
 
@@ -59,7 +60,9 @@ def _body_conversation_id() -> str | None:
     if not isinstance(body, dict):
         return None
     value = body.get("conversation_id", body.get("sender"))
-    return value if isinstance(value, str) and value else None
+    # only a valid id becomes a Redis key (no lone surrogate, no control character); an invalid one
+    # is not counted: the request is refused with 422 anyway
+    return value if isinstance(value, str) and conversation_id_problem(value) is None else None
 
 
 def conversation_identity() -> str:

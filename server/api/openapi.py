@@ -17,6 +17,10 @@ It serves no other endpoint and checks nothing at request time.
 
 from __future__ import annotations
 
+import functools
+import re
+import sys
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,8 +30,7 @@ from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import models_json_schema
 
 from server.api.schemas import (
-    ID_PATTERN,
-    ID_RULE,
+    CONVERSATION_ID_RULE,
     ChatRequest,
     ChatResponse,
     ConversationResponse,
@@ -85,8 +88,8 @@ _CONVERSATION_PARAM = {
     "name": "conversation_id",
     "in": "path",
     "required": True,
-    "description": ID_RULE,
-    "schema": {"type": "string", "pattern": ID_PATTERN},
+    "description": CONVERSATION_ID_RULE,
+    "schema": {"type": "string"},  # pattern filled in by build_spec
 }
 
 OPERATIONS: tuple[Operation, ...] = (
@@ -156,6 +159,31 @@ OPERATIONS: tuple[Operation, ...] = (
 )
 
 
+#: ``server.api.schemas.conversation_id_problem`` as a pattern: 1-128 characters, no '/' and no control
+#: character, not blank, not '.' or '..' (lone surrogates cannot travel in JSON text; not expressed).
+CONVERSATION_ID_PATTERN = r"^(?!\.{1,2}$)(?=.*\S)[^/\x00-\x1f\x7f-\x9f]{1,128}$"
+
+
+@functools.cache
+def text_pattern() -> str:
+    """``server.api.schemas.text_problem`` as a pattern: no control character but tab, newline and
+    carriage return, and at least one visible character — Unicode categories L, M, N, P, S, spelled
+    out as ranges from ``unicodedata`` (about 700), since JSON-schema regexes have no ``\\p{L}``."""
+    visible, start = [], None
+    for cp in range(sys.maxunicode + 2):
+        ok = cp <= sys.maxunicode and unicodedata.category(chr(cp))[0] in "LMNPS"
+        if ok and start is None:
+            start = cp
+        elif not ok and start is not None:
+            visible.append((start, cp - 1))
+            start = None
+    klass = "".join(
+        re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in visible
+    )
+    allowed = r"[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
+    return f"^{allowed}*[{klass}]{allowed}*$"
+
+
 def _response(model: Any, schemas: dict[tuple[Any, str], Any], description: str) -> dict[str, Any]:
     headers = {"X-Request-ID": {"description": "the request's id", "schema": {"type": "string"}}}
     if model is None:
@@ -188,12 +216,15 @@ def build_spec(max_text_chars: int) -> dict[str, Any]:
     refs, definitions = models_json_schema(models, ref_template=_REF)
     components = definitions.get("$defs", {})
     for name, prop in (("ChatRequest", "text"), ("RasaRequest", "message")):
-        components[name]["properties"][prop]["maxLength"] = max_text_chars
+        components[name]["properties"][prop].update(maxLength=max_text_chars, pattern=text_pattern())
+    for name, prop in (("ChatRequest", "conversation_id"), ("RasaRequest", "sender")):
+        components[name]["properties"][prop]["pattern"] = CONVERSATION_ID_PATTERN
     paths: dict[str, dict[str, Any]] = {}
     for op in OPERATIONS:
         operation: dict[str, Any] = {"operationId": op.operation_id, "summary": op.summary, "responses": {}}
         if "{conversation_id}" in op.path:
-            operation["parameters"] = [_CONVERSATION_PARAM]
+            param = {**_CONVERSATION_PARAM, "schema": {"type": "string", "pattern": CONVERSATION_ID_PATTERN}}
+            operation["parameters"] = [param]
         if op.request is not None:
             operation["requestBody"] = {
                 "required": True,

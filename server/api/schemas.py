@@ -1,4 +1,18 @@
-"""Pydantic models of the HTTP request bodies, and the identifier rules shared with URL paths.
+"""Pydantic models of the HTTP request bodies, and the input rules shared with URL paths.
+
+The rules (documented in ``docs/server.md#input-rules``):
+
+* **conversation ids** (``/v1/chat``'s ``conversation_id``, the Rasa ``sender``, the id in
+  ``/v1/conversations/<id>``): 1-128 characters, none of them ``/``, a control character or a lone
+  UTF-16 surrogate; not blank and not ``.`` or ``..`` (which a URL path cannot carry). Rasa accepts
+  any sender, and widgets send e-mail addresses, ``{GUID}``\\ s and the like: all of those pass.
+* **message ids**: 1-128 characters of letters, digits, ``.``, ``_``, ``:``, ``-``.
+* **message texts**: at most ``max_text_chars`` characters (else 413), at least one visible
+  character (a letter, digit, punctuation or symbol: zero-width and other invisible characters alone
+  are refused), no control character other than tab, newline and carriage return, and no lone UTF-16
+  surrogate (what ``String.slice`` in a browser leaves of a cut emoji). Such text is refused with
+  422 naming the field and the position, not repaired: a silent replacement would store a message
+  the customer did not write. Leading and trailing whitespace is stripped.
 
 Each model rejects unknown fields where a typo would silently lose data (``/v1/chat``), and accepts
 extra fields where the peer protocol sends them (Rasa widgets send ``metadata`` and more). The text
@@ -7,38 +21,86 @@ context, not hard-coded. Validation errors become HTTP 422 naming the field (``s
 
 The response models describe what the blueprints send (``TurnResult.to_json`` for ``/v1/chat``, the
 stored turns for ``/v1/conversations``, the JSON error body of ``server/errors.py``): together with
-the request models they are the single source of ``/openapi.json`` (``server/api/openapi.py``), and
-the test suite checks real responses against them (schemathesis). They validate nothing at run time.
+the request models they are the single source of ``/openapi.json`` (``server/api/openapi.py``, which
+also writes the rules above as JSON-schema patterns), and the test suite checks real responses
+against them (schemathesis). They validate nothing at run time.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-#: Conversation and message ids: what helpdesks use (uuids, numbers, "chatwoot:123"), nothing that
-#: needs escaping in a Redis key or a URL path.
+#: Message ids: what helpdesks use (uuids, numbers, "wamid.123"), nothing that needs escaping.
 ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 ID_RULE = "1-128 characters of letters, digits, '.', '_', ':', '-'"
 _ID_RE = re.compile(ID_PATTERN)
-#: JSON-schema pattern of a message text: contains a non-space character (checked by ``_check_text``).
-NON_BLANK = r"\S"
+CONVERSATION_ID_RULE = (
+    "1-128 characters, none of them '/', a control character or a lone surrogate; not blank, '.' or '..'"
+)
+_ALLOWED_CONTROLS = frozenset("\t\n\r")
 
 
 def is_valid_id(value: str) -> bool:
-    """Whether ``value`` is a valid conversation or message id (see :data:`ID_RULE`)."""
+    """Whether ``value`` is a valid message id (see :data:`ID_RULE`)."""
     return bool(_ID_RE.fullmatch(value))
 
 
+def conversation_id_problem(value: str) -> str | None:
+    """Why ``value`` is not a valid conversation id (see :data:`CONVERSATION_ID_RULE`), or ``None``."""
+    if not 1 <= len(value) <= 128:
+        return f"is {len(value)} characters long; expected {CONVERSATION_ID_RULE}"
+    if value.strip() == "" or value in (".", ".."):
+        return f"is {value!r}; expected {CONVERSATION_ID_RULE}"
+    for position, char in enumerate(value, start=1):
+        if char == "/" or unicodedata.category(char) in ("Cc", "Cs"):
+            return f"has {_describe(char)} at character {position}; expected {CONVERSATION_ID_RULE}"
+    return None
+
+
+def text_problem(value: str) -> str | None:
+    """Why ``value`` cannot be accepted as a message text (lengths aside), or ``None``."""
+    visible = False
+    for position, char in enumerate(value, start=1):
+        category = unicodedata.category(char)
+        if category == "Cs":
+            return (
+                f"contains a lone UTF-16 surrogate ({_describe(char)}) at character {position}; send "
+                "valid Unicode (a surrogate pair cut in two, e.g. by String.slice, is not)"
+            )
+        if category == "Cc" and char not in _ALLOWED_CONTROLS:
+            return f"contains the control character {_describe(char)} at character {position}"
+        visible = visible or category[0] in "LMNPS"
+    if not visible:
+        return (
+            "must contain a visible character (a letter, digit, punctuation or symbol), not only spaces "
+            "or invisible characters such as U+200B"
+        )
+    return None
+
+
+def _describe(char: str) -> str:
+    return repr(char) if char == "/" else f"U+{ord(char):04X}"
+
+
 def _check_text(value: str, info: ValidationInfo) -> str:
-    if not value.strip():
-        raise ValueError("must contain a non-space character")
     limit = (info.context or {}).get("max_text_chars")
     if limit is not None and len(value) > limit:
         raise TextTooLong(len(value), limit)
+    problem = text_problem(value)
+    if problem:
+        raise ValueError(problem)
     return value.strip()
+
+
+def _check_conversation_id(value: str) -> str:
+    problem = conversation_id_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
 
 
 class TextTooLong(ValueError):
@@ -55,21 +117,18 @@ class ChatRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
-    conversation_id: str = Field(pattern=ID_PATTERN, description=f"the conversation: {ID_RULE}")
+    conversation_id: str = Field(description=f"the conversation: {CONVERSATION_ID_RULE}")
     message_id: str | None = Field(
         default=None,
         pattern=ID_PATTERN,
-        description="the client's id of this message, for idempotent retries",
+        description=f"the client's id of this message, for idempotent retries: {ID_RULE}",
     )
-    text: str = Field(
-        description="the customer's message: at least one non-space character, at most max_text_chars "
-        "characters (longer: 413)",
-        json_schema_extra={"pattern": NON_BLANK},
-    )
+    text: str = Field(description="the customer's message")
     metadata: dict[str, Any] | None = Field(
         default=None, description="free-form, stored nowhere, echoed nowhere"
     )
 
+    _conversation_id = field_validator("conversation_id")(_check_conversation_id)
     _text = field_validator("text")(_check_text)
 
 
@@ -78,13 +137,11 @@ class RasaRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    sender: str = Field(pattern=ID_PATTERN, description="the conversation id (Rasa's sender id)")
-    message: str = Field(
-        description="the customer's message (same rules as /v1/chat's text)",
-        json_schema_extra={"pattern": NON_BLANK},
-    )
+    sender: str = Field(description=f"the conversation id (Rasa's sender id): {CONVERSATION_ID_RULE}")
+    message: str = Field(description="the customer's message")
     metadata: dict[str, Any] | None = None
 
+    _sender = field_validator("sender")(_check_conversation_id)
     _message = field_validator("message")(_check_text)
 
 
@@ -105,7 +162,7 @@ class ReplyOut(BaseModel):
 class ChatResponse(BaseModel):
     """Body of a ``POST /v1/chat`` answer (``server.turn.TurnResult.to_json``)."""
 
-    conversation_id: str = Field(pattern=ID_PATTERN)
+    conversation_id: str
     message_id: str = Field(pattern=ID_PATTERN, description="the client's, or generated (uuid4 hex)")
     replies: list[ReplyOut] = Field(min_length=1)
     confidence: float = Field(ge=0, le=1, description="of the route taken")

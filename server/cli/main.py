@@ -29,6 +29,7 @@ import dataclasses
 import json
 import shlex
 import signal
+import socket
 import sys
 import uuid
 from typing import Any
@@ -171,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from werkzeug.serving import make_server, select_address_family
+
     from server import create_app
     from server.logs import configure_logging
 
@@ -196,11 +199,25 @@ def _serve(args: argparse.Namespace) -> int:
             args.graceful_timeout,
         )
 
-    app = create_app(_overrides(args))
+    # take the port first: a port in use fails at once, before the model is loaded or anything printed
+    try:
+        family = select_address_family(args.host, args.port)
+        listener = socket.create_server((args.host, args.port), family=family)
+    except OSError as e:
+        raise ConfigError(
+            f"cannot listen on {args.host}:{args.port} ({e.strerror}); stop what uses it or pick another --port"
+        ) from e
+    try:
+        app = create_app(_overrides(args))
+    except BaseException:
+        listener.close()
+        raise
     settings = app.extensions["assistant"].settings
     configure_logging(settings)  # request lines as JSON or text (setting log_format) from here on
+    server = make_server(args.host, args.port, app, threaded=True, fd=listener.fileno())
     url = f"http://{args.host}:{args.port}"
-    auth = " -H 'Authorization: Bearer $ASSISTANT_API_KEY'" if settings.api_key else ""
+    # double quotes: the shell expands $ASSISTANT_API_KEY when the line is pasted
+    auth = ' -H "Authorization: Bearer $ASSISTANT_API_KEY"' if settings.api_key else ""
     body = json.dumps({"conversation_id": "demo-1", "text": "How do I reset my password?"})
     print(f"assistant server on {url} (env {settings.env}; readiness: {url}/readyz)", flush=True)
     print(
@@ -210,8 +227,10 @@ def _serve(args: argparse.Namespace) -> int:
     # SIGTERM (docker stop, systemd, timeout) exits through `finally`, so the embedded Redis stops cleanly
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     try:
-        app.run(host=args.host, port=args.port, threaded=True, use_reloader=False)
+        server.serve_forever()
     finally:
+        server.server_close()
+        listener.close()
         app.extensions["assistant"].close()
     return 0
 

