@@ -86,7 +86,7 @@ class RedisServer:
 
 class Gunicorn:
     """``gunicorn server.wsgi:app`` (production env) with ``workers`` workers on loopback, configured by
-    ``server/serving/gunicorn_conf.py`` when it exists (else gunicorn's gthread worker)."""
+    ``server/serving/gunicorn_conf.py``, or with plain gunicorn and ``worker_class`` (e.g. ``gthread``)."""
 
     def __init__(
         self,
@@ -98,11 +98,13 @@ class Gunicorn:
         workers: int,
         threads: int,
         extra_env: dict[str, str] | None = None,
+        worker_class: str = "",
     ) -> None:
         self.run_dir = run_dir
         self.port = free_port()
         self.workers = workers
         self.threads = threads
+        self.worker_class = worker_class
         self.log = run_dir / "gunicorn.log"
         metrics_dir = run_dir / "prometheus"
         metrics_dir.mkdir(parents=True, exist_ok=True)
@@ -136,10 +138,10 @@ class Gunicorn:
 
     def command(self) -> list[str]:
         command = [sys.executable, "-m", "gunicorn", "server.wsgi:app", "--bind", f"127.0.0.1:{self.port}"]
-        if (REPO / "server" / "serving" / "gunicorn_conf.py").is_file():  # the project's worker and limits
+        if self.worker_class:
+            command += ["--worker-class", self.worker_class]
+        else:  # the project's configuration: buffering worker, timeouts, limits
             command += ["--config", "python:server.serving.gunicorn_conf"]
-        else:
-            command += ["--worker-class", "gthread"]
         command += ["--workers", str(self.workers), "--threads", str(self.threads)]
         command += ["--timeout", "120", "--graceful-timeout", "60", "--no-control-socket"]
         return command

@@ -110,6 +110,7 @@ class Harness:
             self.args.index_dir,
             workers=self.args.workers,
             threads=self.args.threads,
+            worker_class=self.args.worker_class,
         )
         if port is not None:
             server.port = port
@@ -272,7 +273,12 @@ def main(argv: list[str] | None = None) -> int:
         "--scenario", choices=["soak", "redis", "kill", "sigterm", "slow", "all"], default="all"
     )
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=4, help="gthread threads per worker")
+    parser.add_argument("--threads", type=int, default=4, help="request threads per worker")
+    parser.add_argument(
+        "--worker-class",
+        default="",
+        help="plain gunicorn with this worker class (e.g. gthread) instead of server/serving/gunicorn_conf.py",
+    )
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--duration", type=float, default=600, help="soak seconds")
     parser.add_argument("--fault-duration", type=float, default=90, help="seconds of each fault scenario")

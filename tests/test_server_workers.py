@@ -204,8 +204,8 @@ def test_sighup_reloads_and_sigterm_lets_requests_in_flight_finish(server):
         connect(server.redis_url(), socket_timeout=2, connect_timeout=2, retries=1, backoff_base=0.01, backoff_cap=0.1, max_connections=2),
         prefix="assistant", max_turns=20, ttl_seconds=86400, dedupe_ttl_seconds=86400, lock_timeout=30, lock_wait=5,
     )  # fmt: skip
-    lock = store.lock("slow")
-    assert lock.acquire()
+    holder = store.attempt("slow", "holder", client_id=True)  # a turn of our own holds the lock
+    assert store.claim(holder) is None and store.acquire(holder)
     in_flight: list[tuple[int, dict]] = []
     slow = threading.Thread(
         target=lambda: in_flight.append(
@@ -216,7 +216,7 @@ def test_sighup_reloads_and_sigterm_lets_requests_in_flight_finish(server):
     time.sleep(1.0)  # the request is inside a worker, waiting for the lock (lock_wait_seconds 5)
     server.process.send_signal(signal.SIGTERM)
     time.sleep(1.0)
-    lock.release()
+    store.abandon(holder)  # the lock passes to the waiting request
     slow.join(timeout=60)
     store.client.close()
     assert server.process.wait(timeout=60) == 0

@@ -4,8 +4,8 @@ This process becomes the gunicorn master (gunicorn's ``BaseApplication``); each 
 itself (``server.wsgi``: model and index loaded once per worker, no ``--preload``, so nothing opened
 before the fork is shared). The settings given as flags reach the workers as their ``ASSISTANT_*``
 environment variables. Configuration, in order (later wins): the project's gunicorn settings
-(``server/serving/gunicorn_conf.py``: worker class, timeouts, request limits) when present, else
-gunicorn's ``gthread`` worker; then :func:`options` below (from the flags).
+(``server/serving/gunicorn_conf.py``: the buffering worker, timeouts, request limits, metrics
+directory), then :func:`options` below (from the flags).
 
 * **Threads**: ``--threads`` request threads per worker (default 4) answer requests concurrently; PyTorch
   intra-op threads per worker (setting ``torch_threads``) default here to ``cores // workers`` (at
@@ -25,7 +25,7 @@ It does not decide replies or routes (``server.wsgi`` builds the same app as ``g
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
+import importlib
 import os
 import shutil
 from pathlib import Path
@@ -37,7 +37,7 @@ from gunicorn.app.base import BaseApplication
 from server.settings import Settings, env_var
 from server.store.embedded import EmbeddedRedis
 
-#: The project's gunicorn settings module (worker class, timeouts, limits), when it exists.
+#: The project's gunicorn settings module (worker class, timeouts, limits).
 CONFIG_MODULE = "server.serving.gunicorn_conf"
 
 
@@ -75,12 +75,10 @@ class WorkerServer(BaseApplication):
         super().__init__()
 
     def load_config(self) -> None:
-        if importlib.util.find_spec(CONFIG_MODULE.rsplit(".", 1)[0]) and importlib.util.find_spec(
-            CONFIG_MODULE
-        ):
-            self.load_config_from_module_name_or_filename(f"python:{CONFIG_MODULE}")
-        else:  # no project config: gunicorn's own threaded worker
-            self.cfg.set("worker_class", "gthread")
+        # what gunicorn's -c python:<module> does: every module variable that names a setting
+        for name, value in vars(importlib.import_module(CONFIG_MODULE)).items():
+            if name in self.cfg.settings:
+                self.cfg.set(name, value)
         for key, value in self.settings_.items():
             if key in self.cfg.settings:  # settings an older gunicorn lacks are left out
                 self.cfg.set(key, value)

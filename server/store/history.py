@@ -565,7 +565,10 @@ class DialogStore:
                 did not come: it may have been applied, or may still be.
             redis.ResponseError: Redis refused it.
         """
-        pool = self.client.connection_pool
+        client = self.client
+        if hasattr(client, "get_node_from_key"):  # Redis Cluster: the pool of the node serving the keys' slot
+            client = client.get_redis_connection(client.get_node_from_key(keys[0]))
+        pool = client.connection_pool
         try:
             conn = pool.get_connection()
         except _UNREACHABLE as e:
