@@ -27,7 +27,7 @@ metric                                         type       labels / meaning
 =============================================  =========  ==========================================
 
 Under gunicorn, set ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory before the workers start
-(``server/gunicorn.conf.py`` does): each worker then writes its samples to memory-mapped files there
+(``server/serving/gunicorn_conf.py`` and ``assistant serve --workers`` do): each worker then writes its samples to memory-mapped files there
 and ``/metrics``, answered by any worker, adds up all of them (prometheus_client's multiprocess
 mode; the config's ``child_exit`` hook calls :func:`mark_process_dead`). Without it, one process's
 own counts are served.

@@ -1,4 +1,4 @@
-"""``assistant serve --workers N``: the production server, gunicorn with N gthread workers, in this process.
+"""``assistant serve --workers N``: the production server, gunicorn with N workers, in this process.
 
 This process becomes the gunicorn master (gunicorn's ``BaseApplication``); each worker builds the app
 itself (``server.wsgi``: model and index loaded once per worker, no ``--preload``, so nothing opened
