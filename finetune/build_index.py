@@ -12,7 +12,9 @@ new texts are encoded, no model is trained)::
 
 ``--out`` may also be a model directory: the index then lives in ``<model dir>/faq-index``. Without
 ``--queries`` the index is saved uncalibrated and the reply pipeline refuses it (it has no
-threshold). With ``--queries`` and ``--method hybrid``, the hybrid's fusion and dense weight are chosen
+threshold). ``--oos-queries FILE`` adds out-of-scope calibration messages (every line, whatever its
+``faq_id``); when the calibration queries hold no out-of-scope one at all, the project's generic
+out-of-scope messages (``assistant/routing/generic_oos.jsonl``) are added and a warning says so. With ``--queries`` and ``--method hybrid``, the hybrid's fusion and dense weight are chosen
 on the calibration queries (:func:`tune_fusion`; ``--no-tune-fusion`` keeps the flags' values). This module does not evaluate; ``finetune/eval_retrieval.py`` does.
 """
 
@@ -34,6 +36,7 @@ from assistant.errors import AssistantError, ConfigError
 from assistant.generators.base import MANIFEST
 from assistant.retrieval.index import FaqIndex, Hit, RetrieverConfig, rebuild_index
 from assistant.retrieval.store import INDEX_SUBDIR
+from assistant.routing.generic import GENERIC_OOS_PATH, with_generic_out_of_scope
 from finetune.cli import add_threads_argument, apply_threads
 
 #: the fusion settings :func:`tune_fusion` tries.
@@ -115,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="calibration queries JSONL (faq_id null = out of scope); without it the index is uncalibrated",
     )
     parser.add_argument(
+        "--oos-queries",
+        type=Path,
+        action="append",
+        default=[],
+        help="messages the FAQ must not answer, added to --queries as out of scope (repeatable)",
+    )
+    parser.add_argument(
         "--rebuild",
         action="store_true",
         help="rebuild the index in --out from a changed --faq, keeping its config and calibration queries",
@@ -139,14 +149,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    added_generic = False
     try:
         apply_threads(args.threads)
         out = _out_dir(args.out)
         if args.rebuild:
-            if args.queries is not None or args.tune_fusion is not None:
+            if args.queries is not None or args.tune_fusion is not None or args.oos_queries:
                 raise ConfigError(
                     "--rebuild keeps the saved calibration queries and fusion; "
-                    "drop --queries/--tune-fusion, or build afresh without --rebuild"
+                    "drop --queries/--oos-queries/--tune-fusion, or build afresh without --rebuild"
                 )
             changed = [
                 f"--{f.name.replace('_', '-')}"
@@ -164,8 +175,12 @@ def main(argv: list[str] | None = None) -> int:
             config = dataclass_from_args(RetrieverConfig, args)
             reuse = FaqIndex.load(args.reuse_embeddings) if args.reuse_embeddings is not None else None
             index = FaqIndex.from_faq_file(args.faq, config, reuse=reuse, progress=True)
+            if args.oos_queries and args.queries is None:
+                raise ConfigError("--oos-queries needs --queries (the in-scope calibration queries)")
             if args.queries is not None:
                 queries = read_queries(args.queries, faq_ids=[e.id for e in index.entries])
+                queries += [Query(q.text, None) for path in args.oos_queries for q in read_queries(path)]
+                queries, added_generic = with_generic_out_of_scope(queries)
                 if args.tune_fusion or (args.tune_fusion is None and config.method == "hybrid"):
                     index, rows = tune_fusion(index, queries)
                     print(
@@ -192,12 +207,14 @@ def main(argv: list[str] | None = None) -> int:
             "note: no --queries, so the index is uncalibrated; the reply pipeline needs a calibrated index",
             file=sys.stderr,
         )
-    elif index.calibration["report"].get("n_out_of_scope", 0) == 0:
+    elif added_generic:
         print(
-            "warning: the calibration queries have no out-of-scope examples (faq_id null), so the threshold "
-            "only separates right from wrong top-1 hits and off-topic messages can still get an FAQ answer "
-            "(measured: 5.4% of STAR customer turns answered from StackFAQ). Add queries your FAQ should "
-            "not answer.",
+            "WARNING: the calibration queries have no out-of-scope examples (faq_id null). Without them the "
+            "threshold only separates right from wrong top-1 hits and off-topic messages get FAQ answers "
+            "(measured: 5.4% of STAR customer turns answered from StackFAQ), so the project's "
+            f"{index.calibration['report']['n_out_of_scope']} generic out-of-scope messages ({GENERIC_OOS_PATH}) "
+            "were added. They are not your customers' words: add queries your FAQ should not answer "
+            "(faq_id null, or --oos-queries FILE).",
             file=sys.stderr,
         )
     return 0

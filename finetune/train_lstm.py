@@ -8,7 +8,8 @@ Steps: read dialogs → (context, agent reply) examples → train a SentencePiec
 turns → AdamW with linear warmup then linear decay → per epoch: length-bucketed shuffled batches,
 gradient clipping, validation loss and perplexity, the best model saved as a checkpoint
 (``assistant/generators/lstm/checkpoint.py``), the full training state saved for ``--resume``, early stopping on
-validation loss. A time budget (``--max-minutes``, the whole run's, resumes included) stops cleanly
+validation loss; when training stops, the model's in-domain check is calibrated on the validation
+dialogs (``finetune/calibrate_scope.py``; ``--no-scope-check`` skips it). A time budget (``--max-minutes``, the whole run's, resumes included) stops cleanly
 mid-epoch, keeping the best checkpoint. Target tokens/s is logged and written to the manifest.
 
 Learning-rate schedule: linear warmup over ``--warmup-steps``, then linear decay to
@@ -46,6 +47,7 @@ from assistant.generators.decoding import DecodingConfig
 from assistant.generators.lstm import Seq2SeqConfig, Seq2SeqModel
 from assistant.generators.lstm.checkpoint import save_checkpoint
 from assistant.generators.lstm.tokenizer import TOKENIZER_FILE, Tokenizer, TokenizerConfig
+from finetune.calibrate_scope import add_scope_arguments, calibrate_after_training
 from finetune.cli import add_threads_argument, apply_threads
 from finetune.lstm_data import Batch, collate, encode_examples, load_examples, make_batches
 
@@ -178,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_dataclass_arguments(parser, TrainConfig)
     add_threads_argument(parser, "training")
+    add_scope_arguments(parser)
     add_dataclass_arguments(parser, TokenizerConfig)
     add_dataclass_arguments(parser, Seq2SeqConfig)
     add_dataclass_arguments(parser, DecodingConfig, prefix="decode-")
@@ -642,7 +645,10 @@ def save_train_state(
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``assistant-train-lstm`` / ``python -m finetune.train_lstm``."""
     try:
-        run(parse_args(argv))
+        args = parse_args(argv)
+        run(args)
+        if args.scope_check:
+            calibrate_after_training(args.output_dir, [args.train], [args.valid], args.oos_queries)
     except AssistantError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

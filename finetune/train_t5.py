@@ -169,6 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     except AssistantError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    print(
+        "WARNING: no in-domain check was calibrated for this model (the T5 trainer does not build one; with "
+        "adapters the domain depends on the adapter). Until you run assistant-calibrate-scope --model-dir "
+        f"{cfg.output_dir} --train TRAIN --valid VALID, the pipeline lets it answer every message the FAQ "
+        "does not, out of scope or not.",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -4,9 +4,11 @@ On a fresh machine with no model or index configured (``env`` development, ``dem
 server builds
 
 * ``<instance>/models/demo-index``: the FAQ index of ``data/faq/faq.jsonl``, its confidence
-  threshold calibrated on ``data/faq/queries-dev.jsonl`` (``finetune.build_index``);
+  threshold calibrated on ``data/faq/queries-dev.jsonl`` plus the project's generic out-of-scope
+  messages (``finetune.build_index``);
 * ``<instance>/models/demo-lstm``: the LSTM reply model trained on ``data/dialogs`` with
-  ``--preset demo`` (``finetune.train_lstm``; a few minutes on 2 CPU cores, progress shown);
+  ``--preset demo`` (``finetune.train_lstm``; a few minutes on 2 CPU cores, progress shown), with its
+  in-domain check calibrated against the generic out-of-scope messages;
 
 and reuses them on every later start. Each is built into a ``.partial`` folder and renamed when
 complete, under a file lock, so an interrupted or concurrent first run never leaves a half-built
@@ -26,6 +28,7 @@ from pathlib import Path
 from assistant.errors import DataError, ModelError, RetrievalError
 from assistant.generators.base import MANIFEST
 from assistant.retrieval.store import INDEX_MANIFEST
+from assistant.routing.generic import GENERIC_OOS_PATH
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_FAQ = REPO_ROOT / "data" / "faq" / "faq.jsonl"
@@ -95,7 +98,10 @@ def ensure_demo_index(instance_dir: Path, progress: Callable[[str], None] = _std
     def run(out: Path) -> int:
         from finetune import build_index
 
-        return build_index.main(["--faq", str(DEMO_FAQ), "--queries", str(DEMO_QUERIES), "--out", str(out)])
+        return build_index.main(
+            ["--faq", str(DEMO_FAQ), "--queries", str(DEMO_QUERIES), "--oos-queries", str(GENERIC_OOS_PATH)]
+            + ["--out", str(out)]
+        )
 
     def done(path: Path) -> bool:
         return (path / INDEX_MANIFEST).is_file()
