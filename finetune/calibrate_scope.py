@@ -32,7 +32,7 @@ from assistant.data import read_dialogs, read_queries
 from assistant.errors import AssistantError, ConfigError
 from assistant.generators.base import MANIFEST, read_manifest
 from assistant.routing.generic import GENERIC_OOS_PATH, generic_out_of_scope
-from assistant.routing.scope import ScopeCheck, ScopeConfig
+from assistant.routing.scope import SCOPE_MANIFEST, SCOPE_SUBDIR, ScopeCheck, ScopeConfig
 from finetune.cli import add_threads_argument, apply_threads
 
 NO_OOS_WARNING = (
@@ -161,9 +161,17 @@ def calibrate_after_training(
 
 
 def _recorded(model_dir: Path, role: str) -> list[Path]:
-    """The data files of ``role`` the model's manifest records, when they still exist."""
-    data = read_manifest(model_dir).get("data") or []
-    return [Path(d["path"]) for d in data if d.get("role") == role and Path(str(d.get("path"))).is_file()]
+    """The data files of ``role`` the model's manifest records (or, failing that, its current in-domain
+    check's manifest), when they still exist."""
+    sources = [read_manifest(model_dir).get("data") or []]
+    scope_manifest = model_dir / SCOPE_SUBDIR / SCOPE_MANIFEST
+    if scope_manifest.is_file():
+        sources.append(json.loads(scope_manifest.read_text(encoding="utf-8")).get("data") or [])
+    for data in sources:
+        paths = [Path(str(d.get("path"))) for d in data if isinstance(d, dict) and d.get("role") == role]
+        if paths and all(p.is_file() for p in paths):
+            return paths
+    return []
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -185,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         action="append",
         default=[],
-        help="held-out dialogs JSONL (repeatable; default: the valid file the model's manifest records)",
+        help="held-out dialogs JSONL (repeatable; default: the valid file the model's manifest, or its "
+        "current in-domain check, records)",
     )
     parser.add_argument(
         "--oos-queries",

@@ -111,9 +111,14 @@ def query_items(queries: Sequence[Query], source: str) -> list[Item]:
 
 # ---------------------------------------------------------------------------------------- the index
 def build_index(
-    faq_paths: Sequence[Path], calibration: Sequence[Query], progress: bool
+    faq_paths: Sequence[Path],
+    calibration: Sequence[Query],
+    progress: bool,
+    reuse: FaqIndex | None = None,
 ) -> tuple[FaqIndex, bool]:
     """A hybrid index of the FAQ files, fusion tuned and calibrated on ``calibration``.
+
+    ``reuse``: an index whose embeddings of identical texts are reused instead of re-encoded.
 
     Returns:
         ``(index, used_generic)``: whether the generic out-of-scope set had to be added.
@@ -122,7 +127,7 @@ def build_index(
         DataError / RetrievalError: bad files, duplicate ids across files, or a failed calibration.
     """
     entries: list[FaqEntry] = [e for path in faq_paths for e in read_faq(path)]
-    index = FaqIndex.build(entries, RetrieverConfig(method="hybrid"), progress=progress)
+    index = FaqIndex.build(entries, RetrieverConfig(method="hybrid"), reuse=reuse, progress=progress)
     queries, used_generic = with_generic_out_of_scope(calibration)
     index, _ = tune_fusion(index, queries)
     index.calibrate(queries)
@@ -458,6 +463,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--faq", type=Path, action="append", default=[], help="FAQ JSONL to index here")
     parser.add_argument(
+        "--save-index", type=Path, default=None, help="with --faq: also save the index built here"
+    )
+    parser.add_argument(
+        "--reuse-embeddings",
+        type=Path,
+        default=None,
+        help="with --faq: a saved index whose embeddings of identical texts are reused (no re-encoding)",
+    )
+    parser.add_argument(
         "--queries", type=Path, action="append", default=[], help="queries JSONL (faq_id or null)"
     )
     parser.add_argument(
@@ -522,7 +536,10 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             calib, evaluation = split_queries(queries, args.calibration_fraction)
             calibration += calib
             items += query_items(evaluation, path.name)
-        index, used_generic = build_index(args.faq, calibration, progress=True)
+        reuse = FaqIndex.load(args.reuse_embeddings) if args.reuse_embeddings else None
+        index, used_generic = build_index(args.faq, calibration, progress=True, reuse=reuse)
+        if args.save_index:
+            index.save(args.save_index)
         index_before = index
         description = (
             f"hybrid over {', '.join(f'`{p}`' for p in args.faq)}, calibrated on {len(calibration)} queries "
