@@ -6,7 +6,8 @@
 The check (``assistant/routing/scope.py``) embeds the customer turns of ``--train`` (the dialogs the
 model was trained on; default: the train file its manifest records), and is calibrated on the
 customer turns of ``--valid`` (in domain) against the ``faq_id: null`` queries of ``--oos-queries``
-(out of scope). Without out-of-scope queries it uses the project's generic set
+(out of scope). Embeddings of an existing check's texts are reused, so recalibrating encodes only
+the calibration messages. Without out-of-scope queries it uses the project's generic set
 (``assistant/routing/generic_oos.jsonl``) and says so loudly: a team's own out-of-scope traffic
 calibrates better. The result is written to ``<model dir>/scope/``; the pipeline then hands off
 messages below its threshold instead of letting the model answer them.
@@ -29,10 +30,10 @@ from typing import Any
 from assistant.artifacts import file_sha256
 from assistant.config import add_dataclass_arguments, dataclass_from_args
 from assistant.data import read_dialogs, read_queries
-from assistant.errors import AssistantError, ConfigError
+from assistant.errors import AssistantError, CheckpointError, ConfigError
 from assistant.generators.base import MANIFEST, read_manifest
 from assistant.routing.generic import GENERIC_OOS_PATH, generic_out_of_scope
-from assistant.routing.scope import SCOPE_MANIFEST, SCOPE_SUBDIR, ScopeCheck, ScopeConfig
+from assistant.routing.scope import SCOPE_MANIFEST, SCOPE_SUBDIR, ScopeCheck, ScopeConfig, has_scope_check
 from finetune.cli import add_threads_argument, apply_threads
 
 NO_OOS_WARNING = (
@@ -101,7 +102,13 @@ def calibrate_model_scope(
         *(_provenance("valid", p) for p in valid),
         *oos_sources,
     ]
-    check = ScopeCheck.build(train_texts, config, data=data, progress=progress)
+    reuse = None
+    if has_scope_check(model_dir):
+        try:
+            reuse = ScopeCheck.load(model_dir)
+        except CheckpointError as e:  # an invalid old check is replaced, not reused
+            print(f"note: not reusing the existing in-domain check's embeddings ({e})", file=sys.stderr)
+    check = ScopeCheck.build(train_texts, config, data=data, progress=progress, reuse=reuse)
     report = check.calibrate(
         valid_texts,
         out_of_scope,

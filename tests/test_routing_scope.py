@@ -65,6 +65,22 @@ def test_calibration_on_separable_messages_gives_the_known_threshold(tmp_path: P
         load_scope_check(model_dir)
 
 
+def test_the_threshold_is_lowered_to_keep_most_in_domain_messages() -> None:
+    from assistant.routing.scope import acceptance_cap
+
+    probabilities = np.linspace(0.1, 1.0, 10)
+    assert acceptance_cap(probabilities, 0.8) == pytest.approx(0.3)  # rejects 0.1 and 0.2 only
+    assert (
+        acceptance_cap(probabilities, 1.0) == pytest.approx(0.1) and acceptance_cap(probabilities, 0.0) == 1.0
+    )
+    check = ScopeCheck.build(IN_DOMAIN)
+    odd_one = "who painted the sistine chapel"  # labelled in domain, but it reads like the out-of-scope ones
+    report = check.calibrate([*IN_DOMAIN, odd_one], OUT_OF_SCOPE)
+    assert report["balanced_in_domain_accepted"] < 1.0  # the balanced rule gives the odd one up
+    assert report["threshold"] == pytest.approx(check.score(odd_one))  # 7 messages: the cap keeps all
+    assert report["in_domain_accepted"] == 1.0 and "lowered to accept >= 0.95" in report["rule"]
+
+
 def test_an_uncalibrated_check_is_refused(tmp_path: Path) -> None:
     check = ScopeCheck.build(IN_DOMAIN)
     with pytest.raises(ConfigError, match="needs a generator and a calibration"):
