@@ -332,8 +332,12 @@ def curves(
     scope_threshold: float | None,
     handoff_replies: frozenset[str],
     smalltalk_ids: Sequence[str],
+    extra_scope: Sequence[float] = (),
 ) -> dict[str, list[dict[str, Any]]]:
-    """Headline figures against each threshold, the other one held at its operating value."""
+    """Headline figures against each threshold, the other one held at its operating value.
+
+    ``extra_scope``: more in-domain thresholds to include (e.g. the balanced rule's, before its cap).
+    """
     out: dict[str, list[dict[str, Any]]] = {}
     if scope_threshold is not None:
         out["scope_threshold"] = [
@@ -343,7 +347,7 @@ def curves(
                     items, simulate(signals, config, faq_threshold, t, handoff_replies), smalltalk_ids
                 ),
             }
-            for t in sorted({*GRID, round(scope_threshold, 4)})
+            for t in sorted({*GRID, round(scope_threshold, 4), *(round(x, 4) for x in extra_scope)})
         ]
     if faq_threshold is not None:
         out["faq_threshold"] = [
@@ -358,7 +362,7 @@ def curves(
     return out
 
 
-def _curve_table(rows: list[dict[str, Any]], operating: float) -> str:
+def _curve_table(rows: list[dict[str, Any]], operating: float, balanced: float | None = None) -> str:
     from finetune.routing_metrics import fmt
 
     lines = [
@@ -367,8 +371,10 @@ def _curve_table(rows: list[dict[str, Any]], operating: float) -> str:
     ]
     for r in rows:
         mark = " **(operating)**" if abs(r["threshold"] - round(operating, 4)) < 1e-9 else ""
+        if balanced is not None and abs(r["threshold"] - round(balanced, 4)) < 1e-9:
+            mark += " (balanced rule, uncapped)"
         lines.append(
-            f"| {r['threshold']:.3g}{mark} | {fmt(r['faq_answered_correctly'])} | {fmt(r['oos_handoff_recall'])} "
+            f"| {r['threshold']:.3f}{mark} | {fmt(r['faq_answered_correctly'])} | {fmt(r['oos_handoff_recall'])} "
             f"| {fmt(r['oos_handoff_precision'])} | {fmt(r['oos_confident_wrong'])} | {fmt(r['dialog_answer_rate'])} |"
         )
     return "\n".join(lines)
@@ -436,7 +442,13 @@ def render_markdown(report: dict[str, Any]) -> str:
     op = report["operating_point"]
     for key, title in (("scope_threshold", "in-domain threshold"), ("faq_threshold", "FAQ threshold")):
         if key in report["curves"]:
-            parts += [f"## Curve: {title} (`after`)", "", _curve_table(report["curves"][key], op[key]), ""]
+            balanced = (report["scope"] or {}).get("balanced_threshold") if key == "scope_threshold" else None
+            parts += [
+                f"## Curve: {title} (`after`)",
+                "",
+                _curve_table(report["curves"][key], op[key], balanced),
+                "",
+            ]
     return "\n".join(parts)
 
 
@@ -613,7 +625,16 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         },
         "simulation_mismatches": mismatches,
         "curves": curves(
-            items, signals, config, faq_threshold, after.scope_threshold, handoff_replies, smalltalk_ids
+            items,
+            signals,
+            config,
+            faq_threshold,
+            after.scope_threshold,
+            handoff_replies,
+            smalltalk_ids,
+            extra_scope=[scope.calibration["report"]["balanced_threshold"]]
+            if scope is not None and "balanced_threshold" in scope.calibration["report"]
+            else [],
         ),
         "signals": candidate_signals(items, signals, scope, args.signal_classifier, baseline, config),
         "machine": machine_info(),
