@@ -43,6 +43,7 @@ import dataclasses
 import json
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -93,16 +94,23 @@ def load_traffic(
     items: list[Item] = []
     parsed = {path: read_queries(path) for path in queries}
     for path in oos:
-        items += [Item("oos", q.text, (), path.name) for q in read_queries(path)]
+        items += [Item("oos", q.text, (), source_name(path)) for q in read_queries(path)]
     for path in dialogs:
         for dialog in read_dialogs(path)[:max_dialogs]:
             turns = dialog.turns
             for i, turn in enumerate(turns[:-1]):
                 if turn.role == "customer" and turns[i + 1].role == "agent":
                     items.append(
-                        Item("dialog", turn.text, tuple(turns[:i]), path.name, None, turns[i + 1].text)
+                        Item(
+                            "dialog", turn.text, tuple(turns[:i]), source_name(path), None, turns[i + 1].text
+                        )
                     )
     return items, parsed
+
+
+def source_name(path: Path) -> str:
+    """How a traffic file is named in the report: ``<folder>/<file>`` (query sets share file names)."""
+    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
 
 
 def query_items(queries: Sequence[Query], source: str) -> list[Item]:
@@ -425,6 +433,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         parts += [f"**{name}**", "", "| route | faq | oos | dialog |", "|---|---:|---:|---:|"]
         parts += [f"| {r} | {v['faq']} | {v['oos']} | {v['dialog']} |" for r, v in c["routes"].items()]
         parts.append("")
+    parts += ["FAQ entries that took the most dialog turns (answer or intent route):", ""]
+    for name, c in configs.items():
+        taken = ", ".join(f"`{k}` {v}" for k, v in c["dialog_turns_taken_by_faq_entries"].items()) or "none"
+        parts += [f"* {name}: {taken}"]
+    parts.append("")
     if report["signals"]:
         parts += [
             "## Candidate in-domain signals (dialog turns vs out-of-scope messages)",
@@ -547,7 +560,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         for path, queries in parsed.items():
             calib, evaluation = split_queries(queries, args.calibration_fraction)
             calibration += calib
-            items += query_items(evaluation, path.name)
+            items += query_items(evaluation, source_name(path))
         reuse = FaqIndex.load(args.reuse_embeddings) if args.reuse_embeddings else None
         index, used_generic = build_index(args.faq, calibration, progress=True, reuse=reuse)
         if args.save_index:
@@ -561,7 +574,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         index = FaqIndex.load(args.index_dir)
         index_before = FaqIndex.load(args.index_dir_before) if args.index_dir_before else index
         for path, queries in parsed.items():
-            items += query_items(queries, path.name)
+            items += query_items(queries, source_name(path))
         description = f"`{args.index_dir}` (as saved)" + (
             f", before: `{args.index_dir_before}`" if args.index_dir_before else ""
         )
@@ -589,7 +602,11 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         outcomes, ms = run_pipeline(pipeline, items)
         if name == "after":
             real_after = outcomes
+        taken = Counter(
+            o.faq_id for i, o in zip(items, outcomes, strict=True) if i.kind == "dialog" and o.faq_id
+        )
         configurations[name] = {
+            "dialog_turns_taken_by_faq_entries": dict(taken.most_common(15)),
             "overall": traffic_metrics(items, outcomes, smalltalk_ids),
             "per_source": per_source(items, outcomes, smalltalk_ids),
             "routes": route_table(items, outcomes),
