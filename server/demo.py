@@ -136,8 +136,25 @@ def ensure_demo_model(instance_dir: Path, progress: Callable[[str], None] = _std
     )
 
 
+def ensure_demo_scope(model_dir: Path, progress: Callable[[str], None] = _stderr) -> None:
+    """Calibrate the demo model's in-domain check if it has none (a demo model trained before the check
+    existed; new ones get it from the trainer). About half a minute on CPU.
+
+    Raises:
+        DataError / ModelError: the demo dialogs are missing, or the check cannot be built.
+    """
+    from assistant.routing.scope import has_scope_check
+    from finetune.calibrate_scope import calibrate_model_scope
+
+    if has_scope_check(model_dir):
+        return
+    progress(f"calibrating the demo model's in-domain check in {model_dir} ...")
+    calibrate_model_scope(model_dir, [DEMO_DIALOGS / "train.jsonl"], [DEMO_DIALOGS / "valid.jsonl"])
+
+
 def ensure_demo_assets(instance_dir: Path, progress: Callable[[str], None] = _stderr) -> tuple[Path, Path]:
     """``(model_dir, index_dir)`` of the demo assets in ``instance_dir``, building what is missing."""
     index_dir = ensure_demo_index(instance_dir, progress)
     model_dir = ensure_demo_model(instance_dir, progress)
+    ensure_demo_scope(model_dir, progress)
     return model_dir, index_dir

@@ -202,3 +202,22 @@ def test_eval_routing_runs_before_and_after_side_by_side(demo_model, demo_faq_in
     assert "in-domain check (calibrated top1 + topk)" in report["signals"]
     markdown = (out / "routing.md").read_text()
     assert "| OOS handoff recall |" in markdown and "## Curve: in-domain threshold" in markdown
+
+
+def test_a_demo_model_from_before_the_check_gets_one_at_start_up(tmp_path, demo_data) -> None:
+    from finetune.build_baseline import main as build_baseline
+    from server.demo import ensure_demo_scope
+
+    model_dir = tmp_path / "demo-model"
+    assert (
+        build_baseline(["--train", str(demo_data / "dialogs" / "train.jsonl"), "--out", str(model_dir)]) == 0
+    )
+    messages: list[str] = []
+    ensure_demo_scope(model_dir, messages.append)
+    manifest = model_dir / "scope" / "scope.json"
+    assert manifest.is_file() and messages == [
+        f"calibrating the demo model's in-domain check in {model_dir} ..."
+    ]
+    stamp = manifest.stat().st_mtime_ns
+    ensure_demo_scope(model_dir, messages.append)  # already there: nothing to do
+    assert manifest.stat().st_mtime_ns == stamp and len(messages) == 1
