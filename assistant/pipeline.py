@@ -5,6 +5,10 @@ Routing, in order:
 0. **Conversation rules** (``assistant/routing/rules.py``): a customer who asks for a person is handed
    off; a message that is only a greeting, thanks or goodbye gets a short configured reply
    (``source="smalltalk"``), without FAQ search or handoff.
+   **Knowledge-seeking detection** (only with an index calibrated on labelled dialogs,
+   ``assistant-build-index --dialogs``): the FAQ is searched with the conversation (its active
+   entity, ``assistant/retrieval/conversational.py``), and a turn the detector judges not to need
+   knowledge ("book it for two nights") skips the FAQ route. ``Reply.entity`` names the active entity.
 1. **FAQ**: the FAQ index's calibrated confidence of its top hit is at or above the index's
    threshold → the entry's answer, verbatim (``source="faq"``). With ``ground_with_generator`` and a
    generator, the generator writes the reply conditioned on that entry (``source="model"``,
@@ -41,6 +45,7 @@ from assistant.config import require
 from assistant.data import ROLES, Turn
 from assistant.errors import ConfigError, DataError
 from assistant.generators.base import GenerationRequest, Generator
+from assistant.retrieval.conversational import ConversationalRetriever
 from assistant.retrieval.index import FaqIndex, Hit
 from assistant.routing.rules import SMALLTALK_MODES, ConversationRules, Decision
 from assistant.routing.scope import ScopeCheck
@@ -61,6 +66,7 @@ class Reply:
         confidence: in [0, 1], of the route taken (see the module docstring).
         handoff: True when a human should take over the conversation.
         hits: the FAQ search's hits, best first (empty without an index).
+        entity: the conversation's active FAQ entity (conversational indexes only), else ``None``.
         reason: why a small-talk or fallback reply was chosen (``assistant/routing/rules.py``:
             ``greeting``, ``thanks``, ``goodbye``, ``human_requested``, ``out_of_scope``, ``unsure``,
             ``repeated_failure``, ``clarify``; ``faq_route`` for a placeholder entry's match), else ``None``.
@@ -72,6 +78,7 @@ class Reply:
     confidence: float
     handoff: bool
     hits: tuple[Hit, ...] = ()
+    entity: str | None = None
     reason: str | None = None
 
 
@@ -222,7 +229,7 @@ class Pipeline:
         self.config = config or PipelineConfig()
         if index is None and generator is None:
             raise ConfigError("a pipeline needs an FAQ index, a generator, or both")
-        if index is not None and index.threshold is None:
+        if index is not None and index.threshold is None and index.conversation is None:
             raise ConfigError(
                 "the FAQ index is not calibrated (no confidence threshold); build it with "
                 "assistant-build-index --queries FILE"
@@ -234,6 +241,10 @@ class Pipeline:
                 "an in-domain check needs a generator and a calibration (assistant-calibrate-scope)"
             )
         self.index = index
+        #: conversation-aware retrieval, when the index was calibrated on labelled dialogs
+        self.conversational = (
+            ConversationalRetriever.from_index(index) if index is not None and index.conversation else None
+        )
         self.generator = generator
         self.scope = scope
         self._handoff_replies = {_normalize(r) for r in self.config.handoff_replies}
@@ -279,43 +290,69 @@ class Pipeline:
         context = (tuple(history[-n:]) if n else ()) + (Turn("customer", text),)
         hits: tuple[Hit, ...] = ()
         rejected = 0.0
+        entity = None
         decision = self.rules.before_retrieval(text)
         if decision is not None and decision.kind == "smalltalk-model" and self.generator is not None:
             generation = self.generator.generate([GenerationRequest(context=context)])[0]
-            return Reply(generation.text, "model", None, generation.confidence, False, (), decision.reason)
+            return Reply(generation.text, "model", None, generation.confidence, False, reason=decision.reason)
         if decision is not None and decision.kind != "smalltalk-model":
-            return self._decided(decision, hits, rejected)
-        if self.index is not None:
+            return self._decided(decision, hits, rejected, entity)
+        if self.conversational is not None:
+            hits, faq_confidence, entity = self._search_conversation(history, text)
+            if faq_confidence is not None and faq_confidence >= self.conversational.threshold:
+                return self._faq_reply(context, hits, faq_confidence, entity)
+            rejected = faq_confidence or 0.0
+        elif self.index is not None:
             hits = tuple(self.index.search(text, k=self.config.top_k))
             faq_confidence = self.index.confidence(hits)
             if faq_confidence >= self.index.threshold:
                 return self._faq_reply(context, hits, faq_confidence)
             rejected = faq_confidence
         if self.scope is not None and self.scope.score(context) < self.scope_threshold:
-            return self._decided(self.rules.on_failure(history, out_of_scope=True), hits, rejected)
+            return self._decided(self.rules.on_failure(history, out_of_scope=True), hits, rejected, entity)
         if self.generator is not None:
             generation = self.generator.generate([GenerationRequest(context=context)])[0]
             if generation.confidence >= self.config.generator_min_confidence and generation.text.strip():
                 handoff = _normalize(generation.text) in self._handoff_replies
-                return Reply(generation.text, "model", None, generation.confidence, handoff, hits)
+                return Reply(generation.text, "model", None, generation.confidence, handoff, hits, entity)
             rejected = max(rejected, generation.confidence)
-        return self._decided(self.rules.on_failure(history, out_of_scope=False), hits, rejected)
+        return self._decided(self.rules.on_failure(history, out_of_scope=False), hits, rejected, entity)
 
-    def _decided(self, decision: Decision, hits: tuple[Hit, ...], rejected: float) -> Reply:
+    def _decided(
+        self, decision: Decision, hits: tuple[Hit, ...], rejected: float, entity: str | None
+    ) -> Reply:
         """The reply for a conversation rule's decision (small talk: confidence 1; else the rejected one)."""
         if decision.kind == "smalltalk":
-            return Reply(decision.text, "smalltalk", None, 1.0, False, hits, decision.reason)
-        return Reply(decision.text, "fallback", None, rejected, decision.handoff, hits, decision.reason)
+            return Reply(decision.text, "smalltalk", None, 1.0, False, hits, entity, decision.reason)
+        return Reply(
+            decision.text, "fallback", None, rejected, decision.handoff, hits, entity, decision.reason
+        )
 
-    def _faq_reply(self, context: tuple[Turn, ...], hits: tuple[Hit, ...], confidence: float) -> Reply:
+    def _search_conversation(
+        self, history: Sequence[Turn], text: str
+    ) -> tuple[tuple[Hit, ...], float | None, str | None]:
+        """``(hits, FAQ confidence or None when the detector says the turn needs no knowledge, entity)``."""
+        search = self.conversational.search(history, text, k=self.config.top_k)
+        if (
+            self.conversational.detector is not None
+            and not self.conversational.is_knowledge_seeking(search)[0]
+        ):
+            return search.hits, None, search.entity
+        return search.hits, self.conversational.confidence(search), search.entity
+
+    def _faq_reply(
+        self, context: tuple[Turn, ...], hits: tuple[Hit, ...], confidence: float, entity: str | None = None
+    ) -> Reply:
         entry = hits[0].entry
         if entry.meta.get("placeholder_answer"):
-            return Reply(self.config.fallback_text, "fallback", entry.id, confidence, True, hits, "faq_route")
+            return Reply(
+                self.config.fallback_text, "fallback", entry.id, confidence, True, hits, entity, "faq_route"
+            )
         if self.config.ground_with_generator and self.generator is not None:
             generation = self.generator.generate([GenerationRequest(context=context, grounding=entry)])[0]
             if generation.confidence >= self.config.generator_min_confidence and generation.text.strip():
-                return Reply(generation.text, "model", entry.id, generation.confidence, False, hits)
-        return Reply(entry.answer, "faq", entry.id, confidence, False, hits)
+                return Reply(generation.text, "model", entry.id, generation.confidence, False, hits, entity)
+        return Reply(entry.answer, "faq", entry.id, confidence, False, hits, entity)
 
 
 def _normalize(text: str) -> str:

@@ -10,6 +10,14 @@ new texts are encoded, no model is trained)::
 
     python -m finetune.build_index --rebuild --faq data/faq/faq.jsonl --out models/faq-index
 
+Conversation-aware (an entity-scoped FAQ and knowledge-labelled dialogs, ``assistant/retrieval/labels.py``)::
+
+    python -m finetune.build_index --faq faq.jsonl --dialogs dialogs-dev.jsonl --mask-entity-names \
+        --out models/faq-index
+
+``--dialogs`` chooses the conversational ranking's history weight (and a hybrid's dense weight) on
+them, and calibrates its confidence and the knowledge-seeking turn detector
+(``assistant/retrieval/conversational.py``); the reply pipeline then uses them.
 ``--out`` may also be a model directory: the index then lives in ``<model dir>/faq-index``. Without
 ``--queries`` the index is saved uncalibrated and the reply pipeline refuses it (it has no
 threshold). ``--oos-queries FILE`` adds out-of-scope calibration messages (every line, whatever its
@@ -31,10 +39,13 @@ from typing import Any
 import numpy as np
 
 from assistant.config import add_dataclass_arguments, dataclass_from_args
-from assistant.data import Query, read_queries
+from assistant.data import Query, read_faq, read_queries
 from assistant.errors import AssistantError, ConfigError
 from assistant.generators.base import MANIFEST
+from assistant.retrieval.conversational import ConversationalRetriever, ConversationConfig
+from assistant.retrieval.embeddings import EmbeddingCache
 from assistant.retrieval.index import FaqIndex, Hit, RetrieverConfig, rebuild_index
+from assistant.retrieval.labels import read_knowledge_turns
 from assistant.retrieval.store import INDEX_SUBDIR
 from assistant.routing.generic import GENERIC_OOS_PATH, with_generic_out_of_scope
 from finetune.cli import add_threads_argument, apply_threads
@@ -142,8 +153,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="hybrid: choose fusion and dense weight on the --queries by hit@1 "
         "(default: on when --method hybrid and --queries are given)",
     )
+    parser.add_argument(
+        "--dialogs",
+        type=Path,
+        default=None,
+        help="knowledge-labelled dialogs JSONL (meta.target, knowledge ids): calibrate conversational "
+        "retrieval and knowledge-seeking detection on them",
+    )
+    parser.add_argument(
+        "--tune-conversation",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with --dialogs: choose the history weight (and hybrid dense weight) on them by hit@1",
+    )
     add_threads_argument(parser, "the dense encoder")
     add_dataclass_arguments(parser, RetrieverConfig)
+    add_dataclass_arguments(parser, ConversationConfig, prefix="conversation-")
     return parser
 
 
@@ -154,15 +179,24 @@ def main(argv: list[str] | None = None) -> int:
         apply_threads(args.threads)
         out = _out_dir(args.out)
         if args.rebuild:
-            if args.queries is not None or args.tune_fusion is not None or args.oos_queries:
+            if (
+                args.queries is not None
+                or args.tune_fusion is not None
+                or args.dialogs is not None
+                or args.oos_queries
+            ):
                 raise ConfigError(
-                    "--rebuild keeps the saved calibration queries and fusion; "
-                    "drop --queries/--oos-queries/--tune-fusion, or build afresh without --rebuild"
+                    "--rebuild keeps the saved calibration queries, dialogs and fusion; "
+                    "drop --queries/--oos-queries/--dialogs/--tune-fusion, or build afresh without --rebuild"
                 )
             changed = [
                 f"--{f.name.replace('_', '-')}"
                 for f in dataclasses.fields(RetrieverConfig)
                 if getattr(args, f.name) != f.default
+            ] + [
+                f"--conversation-{f.name.replace('_', '-')}"
+                for f in dataclasses.fields(ConversationConfig)
+                if getattr(args, f"conversation_{f.name}") != f.default
             ]
             if changed or args.reuse_embeddings is not None:
                 raise ConfigError(
@@ -173,10 +207,13 @@ def main(argv: list[str] | None = None) -> int:
             index = rebuild_index(out, args.faq, progress=True)
         else:
             config = dataclass_from_args(RetrieverConfig, args)
-            reuse = FaqIndex.load(args.reuse_embeddings) if args.reuse_embeddings is not None else None
-            index = FaqIndex.from_faq_file(args.faq, config, reuse=reuse, progress=True)
+            turns = None
+            if args.dialogs is not None:  # checked before the (slow) encoding of the FAQ
+                turns = read_knowledge_turns(args.dialogs, faq_ids=[e.id for e in read_faq(args.faq)])
             if args.oos_queries and args.queries is None:
                 raise ConfigError("--oos-queries needs --queries (the in-scope calibration queries)")
+            reuse = FaqIndex.load(args.reuse_embeddings) if args.reuse_embeddings is not None else None
+            index = FaqIndex.from_faq_file(args.faq, config, reuse=reuse, progress=True)
             if args.queries is not None:
                 queries = read_queries(args.queries, faq_ids=[e.id for e in index.entries])
                 queries += [Query(q.text, None) for path in args.oos_queries for q in read_queries(path)]
@@ -190,6 +227,20 @@ def main(argv: list[str] | None = None) -> int:
                 index.calibrate(queries)
             elif args.tune_fusion:
                 raise ConfigError("--tune-fusion needs --queries")
+            if turns is not None:
+                retriever = ConversationalRetriever(
+                    index,
+                    dataclass_from_args(ConversationConfig, args, prefix="conversation-"),
+                    # tuning and calibration search the same turns: encode each text once
+                    encoder=EmbeddingCache(config.dense_model, config.batch_size),
+                )
+                if args.tune_conversation:
+                    retriever, rows = retriever.tune(turns)
+                    print(
+                        f"conversation: history_weight {retriever.config.history_weight}, dense_weight "
+                        f"{retriever.config.dense_weight} (best hit@1 of {len(rows)} settings on the dialogs)"
+                    )
+                retriever.calibrate(turns)
             index.save(out)
     except AssistantError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -200,9 +251,15 @@ def main(argv: list[str] | None = None) -> int:
         "texts": len(index.texts),
         "config": dataclasses.asdict(index.config),
         "calibration": None if index.calibration is None else index.calibration["report"],
+        "conversation": None
+        if index.conversation is None
+        else {
+            "config": index.conversation["config"],
+            "confidence": index.conversation["confidence"]["report"],
+        },
     }
     print(json.dumps(summary, indent=2))
-    if index.calibration is None:
+    if index.calibration is None and index.conversation is None:
         print(
             "note: no --queries, so the index is uncalibrated; the reply pipeline needs a calibrated index",
             file=sys.stderr,

@@ -14,6 +14,14 @@ reported figure is on the evaluation part. ``--holdout-examples P`` makes querie
 own examples (for sets such as banking77 that ship none): the first ``round(n × P)`` examples of
 each entry by ``sha256(text)`` become queries and leave the index.
 
+On knowledge-labelled dialogs (``assistant/retrieval/labels.py``; an entity-scoped FAQ such as
+``../shared/data/grounded/dstc11-val``): detection P/R/F1 and selection hit@1/hit@5/MRR@5 of the
+last-message retrievers beside the conversation-aware one, cross-fitted over ``--folds`` parts
+(``finetune/eval_conversation.py``)::
+
+    python -m finetune.eval_retrieval --faq faq.jsonl --dialogs dialogs.jsonl --query-cache runs/q.npz \
+        --json report.json --markdown report.md
+
 From saved indexes (each at its stored threshold, on all the queries)::
 
     python -m finetune.eval_retrieval --index DIR [DIR ...] --queries Q.jsonl --json report.json
@@ -54,7 +62,10 @@ from assistant.data import (
 )
 from assistant.errors import AssistantError, ConfigError
 from assistant.retrieval.calibration import decision_metrics
+from assistant.retrieval.embeddings import EmbeddingCache
 from assistant.retrieval.index import FaqIndex, RetrieverConfig
+from assistant.retrieval.labels import read_knowledge_turns
+from finetune import eval_conversation
 from finetune.build_index import ranking_metrics, tune_fusion
 from finetune.cli import add_threads_argument, apply_threads
 
@@ -186,6 +197,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--queries", type=Path, default=None, help="query JSONL (faq_id null = out of scope)")
     parser.add_argument(
+        "--dialogs",
+        type=Path,
+        default=None,
+        help="with --faq: knowledge-labelled dialogs JSONL (meta.target, knowledge ids): detection and "
+        "selection of last-message vs conversation-aware retrieval",
+    )
+    parser.add_argument(
+        "--folds", type=int, default=2, help="with --dialogs: cross-fitting parts, split by conversation"
+    )
+    parser.add_argument(
+        "--query-cache",
+        type=Path,
+        default=None,
+        help="with --dialogs: .npz file of the embeddings of FAQ and query texts, reused across runs "
+        "(written at the end)",
+    )
+    parser.add_argument(
         "--holdout-examples",
         type=float,
         default=None,
@@ -285,10 +313,58 @@ def _run_from_faq(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[s
     return info, results
 
 
+def _run_dialogs(args: argparse.Namespace) -> int:
+    """``--dialogs``: the dialog evaluation (``finetune/eval_conversation.py``), written and printed."""
+    if args.faq is None:
+        raise ConfigError("--dialogs needs --faq (the evaluation builds its own indexes)")
+    if args.queries is not None or args.holdout_examples is not None:
+        raise ConfigError("--dialogs runs alone; evaluate --queries / --holdout-examples in another run")
+    config = dataclass_from_args(RetrieverConfig, args)
+    entries = read_faq(args.faq)
+    turns = read_knowledge_turns(args.dialogs, faq_ids=[e.id for e in entries])
+    encoder = EmbeddingCache(config.dense_model, config.batch_size, args.query_cache)
+    reuse = None
+    if args.embedding_cache is not None and args.embedding_cache.is_dir():
+        reuse = FaqIndex.load(args.embedding_cache)
+    report = eval_conversation.evaluate_dialogs(
+        entries,
+        turns,
+        config,
+        methods=args.methods,
+        folds=args.folds,
+        encoder=encoder,
+        reuse=reuse,
+        log=lambda m: print(m, file=sys.stderr, flush=True),
+    )
+    encoder.save()
+    name = args.name or args.dialogs.parent.name
+    full = {
+        "name": name,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
+        "faq": str(args.faq),
+        "faq_sha256": file_sha256(args.faq),
+        "dialogs": str(args.dialogs),
+        "dialogs_sha256": file_sha256(args.dialogs),
+        **report,
+    }
+    table = eval_conversation.markdown_tables(name, report)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(full, indent=2) + "\n", encoding="utf-8")
+    if args.markdown is not None:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(table, encoding="utf-8")
+    print(table)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         apply_threads(args.threads)
+        if args.dialogs is not None:
+            return _run_dialogs(args)
         if args.faq is not None:
             info, results = _run_from_faq(args)
             name = args.name or args.faq.parent.name

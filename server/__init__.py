@@ -4,7 +4,7 @@
 ``REDIS_URL``) → ``config`` (validated; a bad value raises ``ConfigError`` naming it), Redis
 (``REDIS_URL`` or an embedded server in the instance folder), the reply pipeline (model directory
 and FAQ index, loaded once per process), one Blueprint per concern (chat, rasa, conversations,
-health) and JSON error handlers. See ``docs/server.md``.
+health, helpdesk channels) and JSON error handlers. See ``docs/server.md``.
 
 This package is the HTTP layer only: replies come from ``assistant.pipeline``.
 """
@@ -33,6 +33,7 @@ def create_app(
     pipeline: ReplyPipeline | None = None,
     store: DialogStore | None = None,
     defaults: Mapping[str, Any] | None = None,
+    start_channel_worker: bool | None = None,
 ) -> Flask:
     """Build the conversation server's Flask app.
 
@@ -44,6 +45,8 @@ def create_app(
         store: a ready :class:`DialogStore`; default: connect to ``REDIS_URL`` or the embedded Redis.
         defaults: replace dataclass defaults below the environment (``wsgi.py`` passes
             ``{"env": "production"}``).
+        start_channel_worker: run the helpdesk channels' queue worker in this process (``True``),
+            never (``False``, ``assistant worker`` runs its own), or as the ``channels`` setting says.
 
     Raises:
         ConfigError: a setting is invalid (the message names it and the valid values), or no
@@ -66,9 +69,12 @@ def create_app(
     register_error_handlers(app)
     Runtime().init_app(app, settings, pipeline=pipeline, store=store)
 
-    from server.api import chat, conversations, health, rasa
+    from server.api import chat, conversations, health, rasa, widget
 
-    for module in (chat, rasa, conversations, health):
+    for module in (chat, rasa, conversations, health, widget):
         app.register_blueprint(module.bp)
+    from server.channels.common import init_channels
+
+    init_channels(app, in_process_worker=start_channel_worker)
     app.after_request(add_cors_headers)
     return app

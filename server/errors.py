@@ -19,17 +19,20 @@ the reply model or index fails         503     ``model_unavailable``
 anything else                          500     ``internal_error`` (logged with traceback)
 =====================================  ======  ==========================
 
-No endpoint answers 200 after a failure. This module maps exceptions to responses; it does not
+Every error body also carries the request id (``error.request_id``, the ``X-Request-ID`` header):
+the details of a 5xx (exception text, Redis addresses, file paths) go to the server log under that
+id, never to the client. No endpoint answers 200 after a failure. This module maps exceptions to responses; it does not
 decide when to raise them.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 
 import pydantic
 import redis
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from assistant.errors import AssistantError, ModelError, RetrievalError
@@ -64,8 +67,26 @@ class ApiError(Exception):
 
 
 def error_response(status: int, code: str, message: str) -> tuple[Response, int]:
-    """The JSON error body and status."""
-    return jsonify({"error": {"code": code, "message": message}}), status
+    """The JSON error body ``{"error": {code, message, request_id}}`` and status."""
+    return jsonify({"error": {"code": code, "message": message, "request_id": request_id()}}), status
+
+
+_REQUEST_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+def request_id() -> str:
+    """This request's id: the client's ``X-Request-ID`` when it is 1-64 characters of ``[A-Za-z0-9._-]``,
+    else a new uuid4 hex. Logged with every error and returned in the ``X-Request-ID`` header."""
+    if "request_id" not in g:
+        given = request.headers.get("X-Request-ID", "")
+        ok = 0 < len(given) <= 64 and set(given) <= _REQUEST_ID_CHARS
+        g.request_id = given if ok else uuid.uuid4().hex
+    return g.request_id
+
+
+def _add_request_id_header(response: Response) -> Response:
+    response.headers["X-Request-ID"] = request_id()
+    return response
 
 
 def validation_error(exc: pydantic.ValidationError) -> ApiError:
@@ -88,7 +109,8 @@ def validation_error(exc: pydantic.ValidationError) -> ApiError:
 
 
 def register_error_handlers(app: Flask) -> None:
-    """Install the JSON error handlers on ``app``."""
+    """Install the JSON error handlers and the ``X-Request-ID`` response header on ``app``."""
+    app.after_request(_add_request_id_header)
 
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
@@ -102,28 +124,29 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(redis.ConnectionError)
     @app.errorhandler(redis.TimeoutError)
     def _redis_down(exc: redis.RedisError):
-        log.warning("Redis unavailable: %s", exc)
+        log.warning("request %s: Redis unavailable: %s", request_id(), exc)
         return error_response(
             503,
             "redis_unavailable",
-            f"the conversation store (Redis) is unavailable: {exc}; nothing was stored, retry later",
+            "the conversation store (Redis) is unavailable; nothing was stored, retry later",
         )
 
     @app.errorhandler(redis.RedisError)
     def _redis_error(exc: redis.RedisError):
-        log.error("Redis error", exc_info=exc)
-        return error_response(503, "redis_error", f"the conversation store (Redis) failed: {exc}")
+        log.error("request %s: Redis error", request_id(), exc_info=exc)
+        return error_response(
+            503,
+            "redis_error",
+            f"the conversation store (Redis) failed; see the server log (request {request_id()})",
+        )
 
     @app.errorhandler(ModelError)
     @app.errorhandler(RetrievalError)
     def _model_error(exc: AssistantError):
-        log.error("reply model failed", exc_info=exc)
-        return error_response(503, "model_unavailable", f"the reply model failed: {exc}")
-
-    @app.errorhandler(AssistantError)
-    def _assistant_error(exc: AssistantError):
-        log.error("assistant error", exc_info=exc)
-        return error_response(500, "internal_error", str(exc))
+        log.error("request %s: reply model failed", request_id(), exc_info=exc)
+        return error_response(
+            503, "model_unavailable", f"the reply model failed; see the server log (request {request_id()})"
+        )
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):
@@ -142,7 +165,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
-        log.exception("unhandled error")
+        log.error("request %s: unhandled error", request_id(), exc_info=exc)
         return error_response(
-            500, "internal_error", f"internal error ({type(exc).__name__}); see the server log"
+            500, "internal_error", f"internal error; see the server log (request {request_id()})"
         )

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 from flask import Flask, current_app
 
 from assistant.data import Turn
+from assistant.pipeline import Reply
 from server.settings import Settings
 from server.store.embedded import EmbeddedRedis
 from server.store.history import DialogStore, connect
@@ -28,8 +30,7 @@ log = logging.getLogger(__name__)
 class ReplyPipeline(Protocol):
     """What the server needs of ``assistant.pipeline.Pipeline``."""
 
-    def respond(self, history: list[Turn], text: str) -> Any:  # returns assistant.pipeline.Reply
-        ...
+    def respond(self, history: list[Turn], text: str) -> Reply: ...
 
 
 def load_pipeline(
@@ -86,6 +87,8 @@ class Runtime:
         self.pipeline: ReplyPipeline | None = None
         self.embedded: EmbeddedRedis | None = None
         self.model_info: dict[str, Any] = {}
+        #: called first by :meth:`close` (e.g. the channels' queue worker, before Redis stops)
+        self.on_close: list[Callable[[], None]] = []
 
     def init_app(
         self,
@@ -155,7 +158,9 @@ class Runtime:
         )
 
     def close(self) -> None:
-        """Close the Redis pool and stop the embedded Redis if this process started it."""
+        """Run the ``on_close`` hooks, close the Redis pool, stop the embedded Redis if this process started it."""
+        while self.on_close:
+            self.on_close.pop(0)()
         if self.store is not None:
             self.store.client.close()
             self.store.client.connection_pool.disconnect()

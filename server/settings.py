@@ -60,6 +60,18 @@ class Settings:
             "'*' = any origin (not in production). Empty = no CORS headers (same-origin or server-to-server)."
         ),
     )
+    site_keys: str = field(
+        default="",
+        metadata=_help(
+            'Public keys for the web widget, as JSON {"<key>": ["https://shop.example.com", ...]}: pages on those '
+            "origins call POST /v1/chat and GET /v1/conversations/<id> with 'X-Site-Key: <key>' instead of the "
+            "API key (server/site_keys.py has the limits). Their origins are CORS-allowed too. Empty = none."
+        ),
+    )
+    sse_keepalive_seconds: float = field(
+        default=15.0,
+        metadata=_help("Seconds without an event on a streamed reply before a keep-alive comment is sent."),
+    )
     model_dir: str = field(
         default="",
         metadata=_help(
@@ -87,6 +99,13 @@ class Settings:
             "Options for loading the reply model, as a JSON object passed to its loader, e.g. "
             '\'{"beam_size": 4, "length_penalty": 1.0}\' (lstm, t5) or \'{"adapter": "bank"}\' (t5). '
             "Empty = the model directory's saved defaults."
+        ),
+    )
+    channels: str = field(
+        default="",
+        metadata=_help(
+            "Helpdesk channels (Chatwoot Agent Bots, Sunshine Conversations apps) as a JSON object, or "
+            "@path of a JSON file; see docs/integrations/. Empty = none (their webhooks answer 404)."
         ),
     )
     demo: bool = field(
@@ -233,6 +252,10 @@ class Settings:
                 self.generator_options,
                 "a JSON object of reply-model loader options",
             )
+        if self.channels:
+            from server.channels.config import parse_channels
+
+            parse_channels(self.channels, self.env)  # refused at start, not at the first delivery
         for origin in self.allowed_origins:
             _check(
                 origin == "*" or bool(re.fullmatch(r"https?://[^/\s]+", origin)),
@@ -246,6 +269,7 @@ class Settings:
             "*",
             "explicit origins in production",
         )
+        _check(self.sse_keepalive_seconds > 0, "sse_keepalive_seconds", self.sse_keepalive_seconds, "> 0")
         _check(
             bool(re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", self.redis_prefix)),
             "redis_prefix",
@@ -299,8 +323,21 @@ class Settings:
 
     @functools.cached_property
     def allowed_origins(self) -> tuple[str, ...]:
-        """The ``cors_origins`` setting as a tuple (empty: CORS off)."""
-        return tuple(o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip())
+        """The ``cors_origins`` setting as a tuple, plus every site key's origins (empty: CORS off)."""
+        origins = tuple(o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip())
+        # site_keys is parsed here, so validate() refuses a bad value at start
+        extra = {o for key_origins in self.site_key_origins.values() for o in key_origins}
+        return origins + tuple(sorted(extra - set(origins)))
+
+    @functools.cached_property
+    def site_key_origins(self) -> dict[str, tuple[str, ...]]:
+        """The ``site_keys`` setting parsed: public key → its origins (``server/site_keys.py``)."""
+        from server.site_keys import parse_site_keys
+
+        try:
+            return parse_site_keys(self.site_keys)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"setting {_display_name('site_keys')}: {e}") from e
 
     def pipeline_config(self) -> Any:
         """The ``assistant.pipeline.PipelineConfig`` named by the ``pipeline`` setting (defaults if empty).

@@ -11,11 +11,14 @@ from server.settings import load_settings
 GOOD = {"conversation_id": "c-1", "text": "How do I cancel my order?"}
 
 
-def error_of(response, status):
+def error_of(response, status, code):
+    """The error message of ``response``, after checking its status, body shape, code and request id."""
     assert response.status_code == status, response.get_json()
     body = response.get_json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}
-    return body["error"]["code"], body["error"]["message"]
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "request_id"}
+    assert body["error"]["code"] == code, body
+    assert body["error"]["request_id"] == response.headers["X-Request-ID"]
+    return body["error"]["message"]
 
 
 @pytest.mark.parametrize(
@@ -34,15 +37,16 @@ def error_of(response, status):
     ],
 )
 def test_invalid_chat_fields_give_422_naming_the_field(client, body, field, fragment):
-    code, message = error_of(client.post("/v1/chat", json=body), 422)
-    assert code == "invalid_field"
+    message = error_of(client.post("/v1/chat", json=body), 422, "invalid_field")
     assert f"field '{field}'" in message and fragment in message
 
 
 def test_rasa_fields_are_validated(client):
-    _, message = error_of(client.post("/webhooks/rest/webhook", json={"message": "hi"}), 422)
+    message = error_of(client.post("/webhooks/rest/webhook", json={"message": "hi"}), 422, "invalid_field")
     assert "field 'sender' is required" in message
-    _, message = error_of(client.post("/webhooks/rest/webhook", json={"sender": "s", "message": ""}), 422)
+    message = error_of(
+        client.post("/webhooks/rest/webhook", json={"sender": "s", "message": ""}), 422, "invalid_field"
+    )
     assert "field 'message'" in message
     # Rasa clients send extra fields: accepted
     assert (
@@ -55,60 +59,84 @@ def test_rasa_fields_are_validated(client):
 
 def test_text_over_the_limit_gives_413(client, app):
     limit = app.extensions["assistant"].settings.max_text_chars
-    code, message = error_of(client.post("/v1/chat", json={**GOOD, "text": "a" * (limit + 1)}), 413)
-    assert code == "text_too_long" and f"limit is {limit}" in message and "field 'text'" in message
+    message = error_of(
+        client.post("/v1/chat", json={**GOOD, "text": "a" * (limit + 1)}), 413, "text_too_long"
+    )
+    assert f"limit is {limit}" in message and "field 'text'" in message
     assert client.post("/v1/chat", json={**GOOD, "text": "a" * limit}).status_code == 200
 
 
 def test_body_over_the_limit_gives_413(client, app):
     limit = app.config["MAX_CONTENT_LENGTH"]
-    code, message = error_of(
-        client.post("/v1/chat", data=b"{" + b" " * limit + b"}", content_type="application/json"), 413
+    message = error_of(
+        client.post("/v1/chat", data=b"{" + b" " * limit + b"}", content_type="application/json"),
+        413,
+        "body_too_large",
     )
-    assert code == "body_too_large" and str(limit) in message
+    assert str(limit) in message
 
 
 def test_wrong_content_type_gives_415(client):
-    code, message = error_of(client.post("/v1/chat", data="hi", content_type="text/plain"), 415)
-    assert code == "unsupported_media_type" and "application/json" in message and "text/plain" in message
-    code, _ = error_of(client.post("/v1/chat", data='{"conversation_id": "c", "text": "x"}'), 415)
+    message = error_of(
+        client.post("/v1/chat", data="hi", content_type="text/plain"), 415, "unsupported_media_type"
+    )
+    assert "application/json" in message and "text/plain" in message
+    error_of(
+        client.post("/v1/chat", data='{"conversation_id": "c", "text": "x"}'), 415, "unsupported_media_type"
+    )
 
 
 def test_malformed_json_gives_400(client):
-    code, message = error_of(
-        client.post("/v1/chat", data='{"conversation_id": ', content_type="application/json"), 400
+    message = error_of(
+        client.post("/v1/chat", data='{"conversation_id": ', content_type="application/json"),
+        400,
+        "invalid_json",
     )
-    assert code == "invalid_json" and "not valid JSON" in message
-    code, message = error_of(client.post("/v1/chat", json=["a", "list"]), 400)
-    assert code == "invalid_json" and "JSON object" in message and "list" in message
+    assert "not valid JSON" in message
+    message = error_of(client.post("/v1/chat", json=["a", "list"]), 400, "invalid_json")
+    assert "JSON object" in message and "list" in message
 
 
 def test_unknown_conversation_route_and_method(client):
-    code, message = error_of(client.get("/v1/conversations/never-seen"), 404)
-    assert code == "not_found" and "never-seen" in message
-    code, message = error_of(client.delete("/v1/conversations/never-seen"), 404)
-    code, message = error_of(client.get("/v1/conversations/bad%20id"), 422)
-    assert code == "invalid_field" and "bad id" in message
-    code, _ = error_of(client.delete("/v1/conversations/abc%0A"), 422)  # same rule as the request bodies
-    assert code == "invalid_field"
-    code, _ = error_of(client.get("/v2/anything"), 404)
-    assert code == "not_found"
-    code, message = error_of(client.get("/v1/chat"), 405)
-    assert code == "method_not_allowed" and "POST" in message
+    message = error_of(client.get("/v1/conversations/never-seen"), 404, "not_found")
+    assert "never-seen" in message
+    error_of(client.delete("/v1/conversations/never-seen"), 404, "not_found")
+    message = error_of(client.get("/v1/conversations/bad%20id"), 422, "invalid_field")
+    assert "bad id" in message
+    error_of(client.delete("/v1/conversations/abc%0A"), 422, "invalid_field")  # same rule as the bodies
+    error_of(client.get("/v2/anything"), 404, "not_found")
+    message = error_of(client.get("/v1/chat"), 405, "method_not_allowed")
+    assert "POST" in message
 
 
-def test_no_endpoint_answers_200_after_a_failure_of_the_model(app, client, echo_generator):
+def test_no_endpoint_answers_200_after_a_failure_of_the_model(app, client, echo_generator, caplog):
     from assistant.errors import ModelError
 
     def fail():
-        raise ModelError("decoder produced NaN logits")
+        raise ModelError("decoder produced NaN logits in /srv/models/secret-dir")
 
     echo_generator.on_generate = fail
-    code, message = error_of(
-        client.post("/v1/chat", json={"conversation_id": "c-m", "text": "tell me a joke"}), 503
-    )
-    assert code == "model_unavailable" and "NaN logits" in message
+    response = client.post("/v1/chat", json={"conversation_id": "c-m", "text": "tell me a joke"})
+    message = error_of(response, 503, "model_unavailable")
+    request_id = response.headers["X-Request-ID"]
+    # the client gets the request id, not the exception text; the log has both
+    assert "NaN" not in message and "/srv" not in message and request_id in message
+    assert any(request_id in r.getMessage() and "NaN logits" in str(r.exc_info[1]) for r in caplog.records)
     assert client.get("/v1/conversations/c-m").status_code == 404  # nothing stored
+
+
+def test_unexpected_errors_answer_a_generic_500_with_the_request_id(app, client, echo_generator, caplog):
+    def fail():
+        raise RuntimeError("/home/deploy/app/weights.bin: checksum mismatch")
+
+    echo_generator.on_generate = fail
+    response = client.post(
+        "/v1/chat", json={"conversation_id": "c-x", "text": "hello"}, headers={"X-Request-ID": "req-42"}
+    )
+    message = error_of(response, 500, "internal_error")
+    assert response.headers["X-Request-ID"] == "req-42" and "req-42" in message
+    assert "/home" not in message and "checksum" not in message and "RuntimeError" not in message
+    assert any("req-42" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.parametrize(

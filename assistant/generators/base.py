@@ -8,13 +8,18 @@ pipeline, the server and the evaluation treat them alike.
 Every model directory holds a ``assistant.json`` manifest whose ``kind`` names the implementation;
 :func:`assistant.generators.loader.load_generator` reads it and hands the directory to that
 implementation's loader. This module does not know how any model works.
+
+Streaming: :meth:`Generator.stream` generates one reply and hands its text to a callback piece by
+piece as it is decoded (the LSTM token by token, T5 through transformers' streamer); the default
+hands over the whole reply at once. :class:`TextPieces` turns successive decodings of a growing token
+sequence into those pieces.
 """
 
 from __future__ import annotations
 
 import abc
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +29,9 @@ from assistant.errors import CheckpointError, ModelError
 
 #: File name of the manifest every model directory carries.
 MANIFEST = "assistant.json"
+
+#: ``on_text(piece)``: receives each new piece of a reply's text, in order, as it is decoded.
+TextCallback = Callable[[str], None]
 
 #: The model kinds a manifest may name; :func:`assistant.generators.loader.load_generator` loads each.
 KINDS: tuple[str, ...] = ("lstm", "t5", "retrieval-baseline")
@@ -75,6 +83,23 @@ class Generator(abc.ABC):
             ModelError: the model cannot run on this input.
         """
 
+    def stream(self, request: GenerationRequest, on_text: TextCallback) -> Generation:
+        """Generate one reply, passing its text to ``on_text`` piece by piece while it is decoded.
+
+        The pieces, concatenated, are meant to equal the returned ``Generation.text``; the returned
+        :class:`Generation` is authoritative (a detokenizer may still rewrite the end), and callers that
+        show pieces reconcile with it (``assistant/streaming.py`` does). This default generates the whole
+        reply, then passes it as one piece (the retrieval baseline, and beam search where a model cannot
+        stream it); the LSTM and T5 generators override it.
+
+        Raises:
+            ModelError: as :meth:`generate`; ``on_text``'s own exceptions propagate unchanged.
+        """
+        generation = self.generate([request])[0]
+        if generation.text:
+            on_text(generation.text)
+        return generation
+
     @property
     def supports_perplexity(self) -> bool:
         """Whether :meth:`score` is defined (neural models: yes; retrieval baseline: no)."""
@@ -91,6 +116,37 @@ class Generator(abc.ABC):
             ModelError: the generator defines no likelihood (see :attr:`supports_perplexity`).
         """
         raise ModelError(f"{self.name} defines no likelihood, so it has no perplexity")
+
+
+class TextPieces:
+    """Turns successive decodings of a growing token sequence into the new text of each step.
+
+    :meth:`update` gets ``decode(tokens so far)`` after every step and passes on what was added since the
+    last call. Text ending in U+FFFD (an incomplete UTF-8 byte sequence that the next byte tokens may
+    complete) is held back, and so is any decoding that no longer starts with the text already passed on
+    (a detokenizer that rewrites earlier text): nothing already shown is ever contradicted by a later
+    piece. :meth:`finish` passes on the rest of the final text.
+
+    Args:
+        on_text: receives each new piece.
+    """
+
+    def __init__(self, on_text: TextCallback) -> None:
+        self.on_text = on_text
+        self.sent = ""
+
+    def update(self, text: str) -> None:
+        """Pass on what ``text`` (the decoding so far) adds to what was already passed on."""
+        stable = text.rstrip("\ufffd")
+        if len(stable) > len(self.sent) and stable.startswith(self.sent):
+            piece, self.sent = stable[len(self.sent) :], stable
+            self.on_text(piece)
+
+    def finish(self, text: str) -> None:
+        """Pass on the rest of the final ``text`` (if what was passed on is a prefix of it)."""
+        if len(text) > len(self.sent) and text.startswith(self.sent):
+            piece, self.sent = text[len(self.sent) :], text
+            self.on_text(piece)
 
 
 def read_manifest(model_dir: str | Path) -> dict[str, Any]:

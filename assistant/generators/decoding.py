@@ -10,6 +10,12 @@ Beam search follows the standard batched formulation (as in OpenNMT-py and fairs
 rows, ``2 * beam`` candidates per item per step so that ``beam`` alive hypotheses survive even when some
 candidates end with eos; a candidate ending with eos becomes finished only if it ranks among the top
 ``beam``. With ``beam_size=1`` this is exactly greedy search (tested).
+
+Streaming: both searches take an optional ``on_step`` callback, called after every step with each item's
+tokens that are already *final*, i.e. a prefix of the reply the search will return. In greedy search
+that is every token generated so far. In beam search it is the longest common prefix of every
+hypothesis that can still win: the finished hypotheses kept and the alive beams (every later
+hypothesis extends an alive beam), so a beam reply streams as soon as its beams agree on a prefix.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ from assistant.config import require
 
 StepFn = Callable[[torch.Tensor, Any], tuple[torch.Tensor, Any]]
 ReorderFn = Callable[[Any, torch.Tensor], Any]
+#: ``on_step(final_tokens)``: per batch item, the generated ids (no bos, no eos) already certain to start
+#: the returned reply; each call's lists extend the previous call's.
+StepCallback = Callable[[list[list[int]]], None]
 
 
 @dataclass
@@ -115,6 +124,7 @@ def greedy_search(
     eos_id: int,
     config: DecodingConfig,
     device: torch.device | str = "cpu",
+    on_step: StepCallback | None = None,
 ) -> DecodeResult:
     """Pick the most probable token at each step until eos or ``config.max_len``.
 
@@ -125,6 +135,7 @@ def greedy_search(
         bos_id, eos_id: start and end token ids.
         config: ``max_len``, ``min_len``, ``no_repeat_ngram_size`` apply (beam/length penalty do not).
         device: where token tensors live.
+        on_step: called after each step with every item's tokens so far (see the module docstring).
     """
     tokens = torch.full((batch_size, 1), bos_id, dtype=torch.long, device=device)  # (B, 1)
     scores = torch.zeros(batch_size, device=device)  # (B,)
@@ -140,12 +151,27 @@ def greedy_search(
         n_scored = n_scored + (~finished).long()
         tokens = torch.cat([tokens, best.unsqueeze(1)], dim=1)
         finished = finished | (best == eos_id)
+        if on_step is not None:
+            on_step(_until_eos(tokens[:, 1:].tolist(), eos_id))
         if bool(finished.all()):
             break
-    out = []
-    for row in tokens[:, 1:].tolist():
-        out.append(row[: row.index(eos_id)] if eos_id in row else row)
-    return DecodeResult(out, scores.tolist(), n_scored.tolist())
+    return DecodeResult(_until_eos(tokens[:, 1:].tolist(), eos_id), scores.tolist(), n_scored.tolist())
+
+
+def _until_eos(rows: list[list[int]], eos_id: int) -> list[list[int]]:
+    return [row[: row.index(eos_id)] if eos_id in row else row for row in rows]
+
+
+def _common_prefix(sequences: list[list[int]]) -> list[int]:
+    if not sequences:
+        return []
+    prefix = sequences[0]
+    for seq in sequences[1:]:
+        n = 0
+        while n < min(len(prefix), len(seq)) and prefix[n] == seq[n]:
+            n += 1
+        prefix = prefix[:n]
+    return list(prefix)
 
 
 def beam_search(
@@ -157,6 +183,7 @@ def beam_search(
     eos_id: int,
     config: DecodingConfig,
     device: torch.device | str = "cpu",
+    on_step: StepCallback | None = None,
 ) -> DecodeResult:
     """Batched beam search with GNMT length normalisation.
 
@@ -171,6 +198,7 @@ def beam_search(
         reorder: ``reorder(state, indices (M,)) -> state`` with row ``i`` taken from row ``indices[i]``.
         state: start state for ``batch_size`` rows (expanded here to ``batch_size * beam_size``).
         batch_size, bos_id, eos_id, config, device: as in :func:`greedy_search`.
+        on_step: called after each step with every item's final prefix (see the module docstring).
     """
     k = config.beam_size
     alpha = config.length_penalty
@@ -216,6 +244,20 @@ def beam_search(
                 del finished[b][k:]
                 best_alive = max(next_scores[b * k : (b + 1) * k])
                 done[b] = best_alive / lp <= finished[b][-1][0] if best_alive > float("-inf") else True
+        if on_step is not None:
+            on_step(
+                [
+                    _common_prefix(
+                        [h[2] for h in finished[b]]
+                        + [
+                            history[next_rows[i]][1:] + [next_tokens[i]]
+                            for i in range(b * k, (b + 1) * k)
+                            if next_scores[i] > float("-inf")
+                        ]
+                    )
+                    for b in range(batch_size)
+                ]
+            )
         if all(done):
             break
         rows = torch.tensor(next_rows, dtype=torch.long, device=device)
@@ -262,9 +304,10 @@ def decode(
     eos_id: int,
     config: DecodingConfig,
     device: torch.device | str = "cpu",
+    on_step: StepCallback | None = None,
 ) -> DecodeResult:
     """Greedy search when ``config.beam_size == 1``, beam search otherwise (same arguments as
     :func:`beam_search`)."""
     if config.beam_size == 1:
-        return greedy_search(step, state, batch_size, bos_id, eos_id, config, device)
-    return beam_search(step, reorder, state, batch_size, bos_id, eos_id, config, device)
+        return greedy_search(step, state, batch_size, bos_id, eos_id, config, device, on_step)
+    return beam_search(step, reorder, state, batch_size, bos_id, eos_id, config, device, on_step)

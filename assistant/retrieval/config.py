@@ -29,6 +29,15 @@ class RetrieverConfig:
             "help": "also index each entry's answer text (off: answers are long and pull in off-topic words)"
         },
     )
+    mask_entity_names: bool = field(
+        default=False,
+        metadata={
+            "help": "entity-scoped FAQs (meta.entity): index each text without the entity names in it, so "
+            "a question matches the entry that asks the same thing, not one that spells the same name "
+            "(the conversation's entity is matched separately, assistant/retrieval/entities.py); no "
+            "effect on an FAQ without entities"
+        },
+    )
     fusion: Literal["convex", "rrf"] = field(
         default="convex",
         metadata={

@@ -74,3 +74,61 @@ def encode(texts: Sequence[str], model_name: str, batch_size: int, progress: boo
         show_progress_bar=progress and len(texts) >= 256,
     )
     return np.asarray(vectors, dtype=np.float32)
+
+
+class EmbeddingCache:
+    """Embeddings of texts by one model, each distinct text encoded once; optionally kept in a file.
+
+    For evaluations that meet the same texts many times (a dialog's turns recur in its longer
+    prefixes). Unbounded: not for a server. The file is an ``.npz`` with ``model``, ``texts`` and
+    ``vectors`` (``(n, dim)`` float32), written by :meth:`save`.
+    """
+
+    def __init__(
+        self, model_name: str = BUNDLED_MODEL, batch_size: int = 64, path: Path | None = None
+    ) -> None:
+        """
+        Raises:
+            RetrievalError: ``path`` exists but is not a cache of ``model_name``.
+        """
+        self.model_name, self.batch_size, self.path = model_name, batch_size, path
+        self._vectors: dict[str, np.ndarray] = {}
+        if path is not None and Path(path).is_file():
+            try:
+                with np.load(path, allow_pickle=False) as data:
+                    model, texts, vectors = str(data["model"]), data["texts"], data["vectors"]
+            except (OSError, KeyError, ValueError) as e:
+                raise RetrievalError(
+                    f"{path}: not an embedding cache ({e}); delete it to start afresh"
+                ) from e
+            if model != model_name:
+                raise RetrievalError(
+                    f"{path} holds embeddings of model {model!r}, not {model_name!r}; use another file"
+                )
+            self._vectors = dict(zip(texts.tolist(), vectors, strict=True))
+
+    def encode(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        """L2-normalised embeddings ``(n_texts, dim)`` float32; texts not seen before are encoded now."""
+        missing = sorted({t for t in texts if t not in self._vectors})
+        if missing:
+            vectors = encode(missing, self.model_name, self.batch_size, progress)
+            self._vectors.update(zip(missing, vectors, strict=True))
+        if not texts:
+            return np.zeros((0, load_encoder(self.model_name).get_embedding_dimension()), dtype=np.float32)
+        return np.stack([self._vectors[t] for t in texts]).astype(np.float32)
+
+    def save(self) -> None:
+        """Write the cache to its ``path`` (no-op without one), replacing the file atomically."""
+        if self.path is None or not self._vectors:
+            return
+        path = Path(self.path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        texts = list(self._vectors)
+        np.savez(
+            tmp,
+            model=np.array(self.model_name),
+            texts=np.array(texts),
+            vectors=np.stack(list(self._vectors.values())),
+        )
+        tmp.replace(path)

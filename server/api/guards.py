@@ -11,6 +11,7 @@ from typing import TypeVar
 from flask import Response, request
 from pydantic import BaseModel
 
+from server import site_keys
 from server.errors import ApiError
 from server.runtime import runtime
 
@@ -44,13 +45,19 @@ def parse_body(model: type[M]) -> M:
 
 
 def check_api_key() -> None:
-    """Require the API key (``Authorization: Bearer <key>`` or ``X-API-Key``) when one is configured.
+    """Require the API key (``Authorization: Bearer <key>`` or ``X-API-Key``) when one is configured,
+    or a public site key (``X-Site-Key``) within its limits (``server/site_keys.py``) when one is sent.
 
     Raises:
-        ApiError: 401 when the key is missing or wrong.
+        ApiError: 401 when the key is missing or wrong; 403 for a site key used outside its limits.
     """
+    if request.method == "OPTIONS":  # CORS preflights carry no credentials
+        return
+    if request.headers.get(site_keys.HEADER):
+        site_keys.check_site_key(runtime().settings.site_key_origins)
+        return
     expected = runtime().settings.api_key
-    if not expected or request.method == "OPTIONS":  # CORS preflights carry no credentials
+    if not expected:
         return
     given = request.headers.get("X-API-Key", "")
     auth = request.headers.get("Authorization", "")
@@ -79,7 +86,9 @@ def add_cors_headers(response: Response) -> Response:
         return response
     if request.method == "OPTIONS":
         response.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
-        response.headers["Access-Control-Allow-Headers"] = "Content-Type, Authorization, X-API-Key"
+        response.headers["Access-Control-Allow-Headers"] = (
+            "Content-Type, Authorization, X-API-Key, X-Site-Key, X-Request-ID"
+        )
         response.headers["Access-Control-Max-Age"] = "600"
-    response.headers["Access-Control-Expose-Headers"] = "Idempotent-Replayed"
+    response.headers["Access-Control-Expose-Headers"] = "Idempotent-Replayed, X-Request-ID"
     return response

@@ -29,5 +29,5 @@ def webhook():
     """Answer a Rasa REST channel message."""
     check_api_key()
     body = parse_body(RasaRequest)
-    answer, _ = run_turn(runtime(), body.sender, body.message)
-    return jsonify([{"recipient_id": body.sender, "text": r["text"]} for r in answer["replies"]])
+    result = run_turn(runtime(), body.sender, body.message)
+    return jsonify([{"recipient_id": body.sender, "text": r.text} for r in result.replies])

@@ -1,4 +1,4 @@
-"""The ``assistant`` command: ``serve`` the HTTP API, ``chat`` with it, ``replay`` traffic, ``index rebuild``.
+"""The ``assistant`` command: ``serve`` the HTTP API, ``chat``, ``replay``, ``worker``, ``channels``, ``index rebuild``.
 
 * ``assistant serve [--host H] [--port P] [--model-dir D] [--index-dir D] [--redis-url U] ...``
   runs the server (Werkzeug's threaded server, for trying and small installs; production: gunicorn,
@@ -10,6 +10,8 @@
   ``/history`` prints it, ``/quit`` (or Ctrl-D) leaves.
 * ``assistant replay --url URL --dialogs FILE --queries FILE`` sends real customer messages to a
   running server and prints the transcript and latency percentiles (``server/cli/replay.py``).
+* ``assistant worker`` runs helpdesk channel jobs; ``assistant channels`` prints their counters and
+  failures (``server/cli/worker.py``).
 * ``assistant index rebuild --index-dir D --faq FILE`` rebuilds an FAQ index from a new FAQ file with
   the index's own retriever config (``assistant.retrieval.index.rebuild_index``); restart the server after.
 
@@ -29,7 +31,7 @@ import uuid
 from typing import Any
 
 from assistant.errors import AssistantError
-from server.cli import replay
+from server.cli import replay, worker
 from server.cli.client import HttpClient
 from server.settings import ENVIRONMENTS, Settings, env_var
 
@@ -97,6 +99,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.add_arguments(replay_parser)
 
+    worker_parser = sub.add_parser(
+        "worker", help="run helpdesk channel jobs (Chatwoot, Sunshine) from the queue"
+    )
+    worker_parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="worker threads (default: worker_threads of the channels setting)",
+    )
+    _add_settings_flags(worker_parser)
+    status_parser = sub.add_parser(
+        "channels", help="channel counters, dead letters and the newest failures (JSON)"
+    )
+    status_parser.add_argument("--limit", type=int, default=20, help="failure records to show (default: 20)")
+    _add_settings_flags(status_parser)
+
     index = sub.add_parser("index", help="FAQ index maintenance")
     index_sub = index.add_subparsers(dest="index_command", required=True)
     rebuild = index_sub.add_parser("rebuild", help="rebuild an index from a new FAQ file, same config")
@@ -115,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
             return _chat(args)
         if args.command == "replay":
             return replay.run(args)
+        if args.command == "worker":
+            return worker.run_worker(_overrides(args), args.threads)
+        if args.command == "channels":
+            return worker.show_status(_overrides(args), args.limit)
         return _index_rebuild(args)
     except AssistantError as e:
         print(f"error: {e}", file=sys.stderr)

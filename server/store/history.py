@@ -54,6 +54,8 @@ class StoredTurn:
         faq_id: the FAQ entry an agent reply came from, if any.
         confidence: the reply's confidence in [0, 1] (agent turns).
         handoff: whether the reply handed the conversation to a human (agent turns).
+        entity: the FAQ entity the conversation was about when the reply was made (agent turns of a
+            conversational FAQ index), else ``None``.
     """
 
     role: str
@@ -64,6 +66,7 @@ class StoredTurn:
     faq_id: str | None = None
     confidence: float | None = None
     handoff: bool = False
+    entity: str | None = None
 
     def to_turn(self) -> Turn:
         """The :class:`assistant.data.Turn` the reply pipeline sees."""
@@ -110,6 +113,36 @@ def connect(
         health_check_interval=30,
     )
     return redis.Redis(connection_pool=pool)
+
+
+@dataclass(frozen=True)
+class StoredAnswer:
+    """The answer stored under a message's dedupe key, replayed for a retry of the same ``message_id``.
+
+    Attributes:
+        customer_text: the message it answered (a retry with another text is refused).
+        replies: ``[{text, source, faq_id?, entity?}]`` as sent.
+        confidence: of the route taken, in [0, 1].
+        handoff: whether the answer handed the conversation to a person.
+    """
+
+    customer_text: str
+    replies: tuple[dict[str, Any], ...]
+    confidence: float
+    handoff: bool
+
+    def to_json(self) -> str:
+        """The stored JSON string."""
+        return json.dumps(asdict(self), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> StoredAnswer:
+        """Parse a stored answer; also reads the format of earlier versions (the ``/v1/chat`` body with
+        the customer text under ``_text``), so answers stored before an upgrade still replay."""
+        obj = json.loads(raw)
+        if "_text" in obj:
+            return cls(obj["_text"], tuple(obj["replies"]), obj["confidence"], obj["handoff"])
+        return cls(obj["customer_text"], tuple(obj["replies"]), obj["confidence"], obj["handoff"])
 
 
 class DuplicateInFlight(Exception):
@@ -194,12 +227,12 @@ class DialogStore:
         )
 
     # ---------------------------------------------------------------- dedupe
-    def claim_message(self, conversation_id: str, message_id: str) -> dict[str, Any] | None:
+    def claim_message(self, conversation_id: str, message_id: str) -> StoredAnswer | None:
         """Mark ``message_id`` as being answered, or return the answer already stored for it.
 
         Returns:
             ``None`` when the claim succeeded (the caller answers, then :meth:`append_turn` stores the
-            answer, or :meth:`release_message` on failure); otherwise the stored answer (a dict) to
+            answer, or :meth:`release_message` on failure); otherwise the :class:`StoredAnswer` to
             replay unchanged.
 
         Raises:
@@ -216,7 +249,7 @@ class DialogStore:
             stored = self.client.get(key)
         if stored == _PENDING or stored is None:
             raise DuplicateInFlight(message_id)
-        return json.loads(stored)
+        return StoredAnswer.from_json(stored)
 
     def release_message(self, conversation_id: str, message_id: str) -> None:
         """Forget a ``pending`` claim after a failed turn, so the client may retry (best effort)."""
@@ -244,7 +277,7 @@ class DialogStore:
         turns: Sequence[StoredTurn],
         *,
         status: str,
-        dedupe: tuple[str, dict[str, Any]] | None = None,
+        dedupe: tuple[str, StoredAnswer] | None = None,
     ) -> None:
         """Store one turn — its messages, the new status and the answer for replay — in one MULTI/EXEC.
 
@@ -275,7 +308,7 @@ class DialogStore:
                 message_id, answer = dedupe
                 pipe.set(
                     self.dedupe_key(conversation_id, message_id),
-                    json.dumps(answer, ensure_ascii=False),
+                    answer.to_json(),
                     ex=self.dedupe_ttl_seconds,
                 )
             pipe.execute()

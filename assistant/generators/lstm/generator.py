@@ -4,7 +4,9 @@ Turns :class:`~assistant.generators.base.GenerationRequest` objects into model i
 ``max_context_turns`` turns as the shared :func:`~assistant.model_input.format_context` text, tokenized,
 left-truncated to ``max_source_len``, eos appended), runs greedy or
 beam search (``assistant/generators/decoding.py``) over :meth:`Seq2SeqModel.step`, and detokenizes. It also scores
-reference replies (teacher-forced NLL) for perplexity. Loading a directory is
+reference replies (teacher-forced NLL) for perplexity. :meth:`LSTMGenerator.stream` decodes one reply and
+passes its text on token by token: with greedy search every token as it is chosen, with beam search
+each token as soon as every hypothesis that can still win agrees on it (often only at the end). Loading a directory is
 :func:`load_lstm_generator`; training is ``finetune/train_lstm.py``.
 """
 
@@ -19,8 +21,8 @@ from typing import Any
 import torch
 
 from assistant.errors import ConfigError, ModelError
-from assistant.generators.base import Generation, GenerationRequest, Generator
-from assistant.generators.decoding import DecodingConfig, decode
+from assistant.generators.base import Generation, GenerationRequest, Generator, TextCallback, TextPieces
+from assistant.generators.decoding import DecodeResult, DecodingConfig, StepCallback, decode
 from assistant.generators.lstm import Seq2SeqModel
 from assistant.generators.lstm.batching import pad_batch, source_ids
 from assistant.generators.lstm.checkpoint import load_checkpoint
@@ -89,28 +91,52 @@ class LSTMGenerator(Generator):
         sources = source_ids(self.tokenizer, self._texts(requests), self.model.config.max_source_len)
         results: list[Generation | None] = [None] * len(requests)
         for index in self._batches(len(sources), [len(s) for s in sources]):
-            src, lengths = pad_batch([sources[i] for i in index], self.tokenizer.pad_id, self.device)
-            state = self.model.encode(src, lengths)
-            out = decode(
-                self.model.step,
-                reorder_state,
-                state,
-                len(index),
-                self.tokenizer.bos_id,
-                self.tokenizer.eos_id,
-                self.decoding,
-                self.device,
-            )
+            out = self._decode([sources[i] for i in index])
             texts = self.tokenizer.decode(out.tokens)
-            for i, text, logp, n in zip(index, texts, out.log_probs, out.n_scored, strict=True):
-                if not math.isfinite(logp):
-                    raise ModelError(
-                        f"no reply could be decoded for request {i}: every continuation was "
-                        f"blocked (min_len={self.decoding.min_len}, "
-                        f"no_repeat_ngram_size={self.decoding.no_repeat_ngram_size})"
-                    )
-                results[i] = Generation(text=text, confidence=float(math.exp(logp / max(n, 1))))
+            for row, (i, text) in enumerate(zip(index, texts, strict=True)):
+                results[i] = self._generation(out, row, text, i)
         return [r for r in results if r is not None]
+
+    @torch.inference_mode()
+    def stream(self, request: GenerationRequest, on_text: TextCallback) -> Generation:
+        """Generate one reply, passing its text to ``on_text`` token by token (see the module docstring).
+
+        The result equals ``generate([request])[0]``; the pieces concatenated equal its text.
+
+        Raises:
+            ModelError: as :meth:`generate`.
+        """
+        pieces = TextPieces(on_text)
+        source = source_ids(self.tokenizer, self._texts([request]), self.model.config.max_source_len)
+        out = self._decode(source, on_step=lambda final: pieces.update(self.tokenizer.decode(final)[0]))
+        generation = self._generation(out, 0, self.tokenizer.decode(out.tokens)[0], 0)
+        pieces.finish(generation.text)
+        return generation
+
+    def _decode(self, sources: list[list[int]], on_step: StepCallback | None = None) -> DecodeResult:
+        src, lengths = pad_batch(sources, self.tokenizer.pad_id, self.device)
+        state = self.model.encode(src, lengths)
+        return decode(
+            self.model.step,
+            reorder_state,
+            state,
+            len(sources),
+            self.tokenizer.bos_id,
+            self.tokenizer.eos_id,
+            self.decoding,
+            self.device,
+            on_step,
+        )
+
+    def _generation(self, out: DecodeResult, row: int, text: str, request_index: int) -> Generation:
+        logp, n = out.log_probs[row], out.n_scored[row]
+        if not math.isfinite(logp):
+            raise ModelError(
+                f"no reply could be decoded for request {request_index}: every continuation was "
+                f"blocked (min_len={self.decoding.min_len}, "
+                f"no_repeat_ngram_size={self.decoding.no_repeat_ngram_size})"
+            )
+        return Generation(text=text, confidence=float(math.exp(logp / max(n, 1))))
 
     @torch.inference_mode()
     def score(self, requests: Sequence[GenerationRequest], targets: Sequence[str]) -> tuple[float, int]:

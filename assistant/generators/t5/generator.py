@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase, TextStreamer
 
 from assistant.config import require
 from assistant.errors import ModelError
-from assistant.generators.base import Generation, GenerationRequest, Generator
+from assistant.generators.base import Generation, GenerationRequest, Generator, TextCallback, TextPieces
 from assistant.generators.t5.adapters import BASE_ADAPTER
 from assistant.model_input import format_context
 
@@ -191,6 +191,30 @@ class T5Generator(Generator):
             results.extend(self._decode(out))
         return results
 
+    @torch.no_grad()
+    def stream(self, request: GenerationRequest, on_text: TextCallback) -> Generation:
+        """Generate one reply with the default adapter, passing its text to ``on_text`` word by word.
+
+        Greedy decoding streams through transformers' ``TextStreamer``; beam search (``beam_size > 1``)
+        cannot be streamed by transformers, so its reply is passed on whole at the end. The result
+        equals ``generate([request])[0]``.
+
+        Raises:
+            ModelError: as :meth:`generate`.
+        """
+        if self.settings.beam_size > 1:
+            return super().stream(request, on_text)
+        names = self._adapter_names(1, None)
+        extra = {"adapter_names": names} if names is not None else {}
+        pieces = TextPieces(on_text)
+        streamer = _CallbackStreamer(self.tokenizer, pieces)
+        out = self.model.generate(
+            **self.encode([request]), **self._generation_kwargs(), **extra, streamer=streamer
+        )
+        generation = self._decode(out)[0]
+        pieces.finish(generation.text)
+        return generation
+
     def _decode(self, out: Any) -> list[Generation]:
         base = self.model.base_model.model if hasattr(self.model, "peft_config") else self.model
         beams = self.settings.beam_size > 1
@@ -247,3 +271,20 @@ class T5Generator(Generator):
             total += float(nll)
             count += int((labels != -100).sum())
         return total, count
+
+
+class _CallbackStreamer(TextStreamer):
+    """transformers' ``TextStreamer`` handing its finalized text to :class:`TextPieces` instead of printing it.
+
+    The decoded text so far is accumulated and passed as a whole, stripped like the final reply,
+    so the pieces are the final text's prefixes.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, pieces: TextPieces) -> None:
+        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self.pieces = pieces
+        self.text = ""
+
+    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+        self.text += text
+        self.pieces.update(self.text.strip())
