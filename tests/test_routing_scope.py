@@ -186,10 +186,11 @@ def test_eval_routing_runs_before_and_after_side_by_side(demo_model, demo_faq_in
         report["configurations"]["after"]["overall"],
     )
     assert report["simulation_mismatches"] == 0
+    folder = tmp_path.name  # traffic is named <folder>/<file>: query sets share file names
     assert report["traffic"] == {
-        "oos.jsonl": 4,
-        "queries.jsonl": 30,
-        "test.jsonl": after["messages"]["dialog"],
+        f"{folder}/oos.jsonl": 4,
+        f"{folder}/queries.jsonl": 30,
+        "dialogs/test.jsonl": after["messages"]["dialog"],
     }
     assert after["oos_handoff_recall"] >= before["oos_handoff_recall"]
     assert after["oos_confident_wrong"] <= before["oos_confident_wrong"]
