@@ -51,14 +51,13 @@ from typing import Any
 import numpy as np
 
 from assistant.config import dataclass_from_dict
-from assistant.data import FaqEntry, Query, Turn, read_dialogs, read_faq, read_queries
+from assistant.data import FaqEntry, Query, read_dialogs, read_faq, read_queries
 from assistant.errors import AssistantError, ConfigError
 from assistant.generators.base import GenerationRequest, Generator
 from assistant.pipeline import Pipeline, PipelineConfig
-from assistant.retrieval import calibration as cal
 from assistant.retrieval.embeddings import encode
 from assistant.retrieval.index import FaqIndex, RetrieverConfig
-from assistant.routing.generic import generic_out_of_scope, with_generic_out_of_scope
+from assistant.routing.generic import with_generic_out_of_scope
 from assistant.routing.scope import ScopeCheck, load_scope_check
 from assistant.routing.smalltalk import asks_for_human, classify_smalltalk
 from finetune.build_index import tune_fusion
@@ -74,6 +73,8 @@ from finetune.routing_metrics import (
     route_table,
     traffic_metrics,
 )
+from finetune.routing_report import render_markdown
+from finetune.routing_signals import Signals, candidate_signals, context_of
 
 #: thresholds of the curves (plus the calibrated one).
 GRID = tuple(round(x, 2) for x in np.linspace(0.0, 1.0, 21))
@@ -143,28 +144,6 @@ def build_index(
 
 
 # -------------------------------------------------------------------------------------- the signals
-@dataclasses.dataclass
-class Signals:
-    """What the routing depends on, recorded once per item (arrays of length n)."""
-
-    human: list[bool]
-    smalltalk: list[str | None]
-    earlier_failures: list[int]
-    faq_confidence: np.ndarray  # (n,), nan without an index
-    faq_top: list[FaqEntry | None]
-    scope_features: np.ndarray | None  # (n, 2)
-    scope_probability: np.ndarray | None  # (n,)
-    generation_text: list[str]
-    generation_confidence: np.ndarray  # (n,), nan without a generator
-    embeddings: np.ndarray | None  # (n, dim) of the messages, when a scope check exists
-
-
-def context_of(item: Item, max_history_turns: int) -> tuple[Turn, ...]:
-    """The pipeline's context: the last ``max_history_turns`` turns and the message."""
-    history = item.history[-max_history_turns:] if max_history_turns else ()
-    return (*history, Turn("customer", item.text.strip()))
-
-
 def compute_signals(
     items: Sequence[Item],
     index: FaqIndex | None,
@@ -272,65 +251,6 @@ def run_pipeline(pipeline: Pipeline, items: Sequence[Item]) -> tuple[list[Outcom
     return outcomes, 1000 * (time.perf_counter() - start) / max(len(items), 1)
 
 
-# ------------------------------------------------------------------------------ candidate signals
-def _separation(scores: np.ndarray, in_domain: np.ndarray) -> dict[str, float | None]:
-    """AUROC of ``scores`` (higher = in domain), and OOS rejected at 90 % / 95 % in-domain acceptance."""
-    ok = ~np.isnan(scores)
-    scores, in_domain = scores[ok], in_domain[ok]
-    out: dict[str, float | None] = {"auroc": cal.auroc(scores, in_domain)}
-    for keep in (0.90, 0.95):
-        if in_domain.any() and (~in_domain).any():
-            threshold = np.quantile(scores[in_domain], 1 - keep)
-            out[f"oos_rejected_at_{int(keep * 100)}"] = float((scores[~in_domain] < threshold).mean())
-        else:
-            out[f"oos_rejected_at_{int(keep * 100)}"] = None
-    return out
-
-
-def classifier_scores(scope: ScopeCheck, embeddings: np.ndarray) -> np.ndarray:
-    """An out-of-scope classifier candidate: logistic regression on MiniLM embeddings, the check's
-    training turns (in domain) against the generic out-of-scope set, negatives repeated to balance."""
-    negatives = encode([q.text for q in generic_out_of_scope()], scope.config.dense_model, 64)
-    positives = scope.embeddings.astype(np.float64)
-    repeat = max(1, len(positives) // len(negatives))
-    x = np.concatenate([positives, np.repeat(negatives, repeat, axis=0)])
-    y = np.r_[np.ones(len(positives)), np.zeros(len(negatives) * repeat)].astype(bool)
-    model = cal.fit_logistic(x, y, [f"e{i}" for i in range(x.shape[1])], l2=1e-3, max_iter=30)
-    return model.predict(embeddings.astype(np.float64))
-
-
-def candidate_signals(
-    items: Sequence[Item],
-    signals: Signals,
-    scope: ScopeCheck | None,
-    classifier: bool,
-    baseline: Generator | None,
-    config: PipelineConfig,
-) -> dict[str, dict[str, float | None]]:
-    """Each candidate in-domain signal's separation of dialog turns from out-of-scope messages."""
-    mask = np.array([i.kind in ("dialog", "oos") for i in items])
-    in_domain = np.array([i.kind == "dialog" for i in items])[mask]
-    candidates: dict[str, np.ndarray] = {}
-    if signals.scope_features is not None:
-        candidates["dense_top1 (nearest training turn)"] = signals.scope_features[:, 0]
-        candidates["dense_topk (mean of the k nearest)"] = signals.scope_features[:, 1]
-        candidates["in-domain check (calibrated top1 + topk)"] = signals.scope_probability
-    if not np.isnan(signals.generation_confidence).all():
-        candidates["generator likelihood (geometric-mean token probability)"] = signals.generation_confidence
-    if classifier and scope is not None and signals.embeddings is not None:
-        candidates["OOS classifier (embeddings, training turns vs generic set)"] = classifier_scores(
-            scope, signals.embeddings
-        )
-    if baseline is not None:
-        generations = baseline.generate(
-            [GenerationRequest(context=context_of(i, config.max_history_turns)) for i in items]
-        )
-        candidates["retrieval baseline vote share"] = np.array([g.confidence for g in generations])
-    return {
-        name: _separation(np.asarray(s, dtype=np.float64)[mask], in_domain) for name, s in candidates.items()
-    }
-
-
 # -------------------------------------------------------------------------------------- the report
 def curves(
     items: Sequence[Item],
@@ -368,101 +288,6 @@ def curves(
             for t in sorted({*GRID, round(faq_threshold, 4)})
         ]
     return out
-
-
-def _curve_table(rows: list[dict[str, Any]], operating: float, balanced: float | None = None) -> str:
-    from finetune.routing_metrics import fmt
-
-    lines = [
-        "| threshold | FAQ correct | OOS recall | OOS precision | OOS confident wrong | dialog answered |",
-        "|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        mark = " **(operating)**" if abs(r["threshold"] - round(operating, 4)) < 1e-9 else ""
-        if balanced is not None and abs(r["threshold"] - round(balanced, 4)) < 1e-9:
-            mark += " (balanced rule, uncapped)"
-        lines.append(
-            f"| {r['threshold']:.3f}{mark} | {fmt(r['faq_answered_correctly'])} | {fmt(r['oos_handoff_recall'])} "
-            f"| {fmt(r['oos_handoff_precision'])} | {fmt(r['oos_confident_wrong'])} | {fmt(r['dialog_answer_rate'])} |"
-        )
-    return "\n".join(lines)
-
-
-def _operating_line(op: dict[str, Any]) -> str:
-    def value(v: float | None) -> str:
-        return "none" if v is None else f"{v:.3f}"
-
-    return (
-        f"Operating point: FAQ threshold {value(op['faq_threshold'])}, in-domain threshold "
-        f"{value(op['scope_threshold'])} ({op['note']})."
-    )
-
-
-def render_markdown(report: dict[str, Any]) -> str:
-    """The report as Markdown: headline, per file, routes, candidate signals, curves."""
-    configs = report["configurations"]
-    parts = [
-        "# Routing evaluation",
-        "",
-        f"Model: `{report['model_dir']}`; FAQ index: {report['index']['description']}; traffic: "
-        + ", ".join(f"`{s}` ({n})" for s, n in report["traffic"].items())
-        + ".",
-        _operating_line(report["operating_point"]),
-        "",
-        "## Headline",
-        "",
-        headline_table({name: c["overall"] for name, c in configs.items()}),
-        "",
-        "Mean time per message: "
-        + ", ".join(f"{name} {c['ms_per_message']:.1f} ms" for name, c in configs.items())
-        + f". Simulation vs real `after` run: {report['simulation_mismatches']} of "
-        f"{sum(report['traffic'].values())} messages routed differently.",
-        "",
-        "## Per traffic file",
-        "",
-    ]
-    for source in report["traffic"]:
-        parts += [
-            f"### {source}",
-            "",
-            headline_table({n: c["per_source"][source] for n, c in configs.items()}),
-            "",
-        ]
-    parts += ["## Routes (messages of each kind)", ""]
-    for name, c in configs.items():
-        parts += [f"**{name}**", "", "| route | faq | oos | dialog |", "|---|---:|---:|---:|"]
-        parts += [f"| {r} | {v['faq']} | {v['oos']} | {v['dialog']} |" for r, v in c["routes"].items()]
-        parts.append("")
-    parts += ["FAQ entries that took the most dialog turns (answer or intent route):", ""]
-    for name, c in configs.items():
-        taken = ", ".join(f"`{k}` {v}" for k, v in c["dialog_turns_taken_by_faq_entries"].items()) or "none"
-        parts += [f"* {name}: {taken}"]
-    parts.append("")
-    if report["signals"]:
-        parts += [
-            "## Candidate in-domain signals (dialog turns vs out-of-scope messages)",
-            "",
-            "| signal | AUROC | OOS rejected at 90 % turns kept | at 95 % |",
-            "|---|---:|---:|---:|",
-        ]
-        for name, s in report["signals"].items():
-            parts.append(
-                f"| {name} | {s['auroc']:.3f} | {100 * s['oos_rejected_at_90']:.1f} % | {100 * s['oos_rejected_at_95']:.1f} % |"
-                if s["auroc"] is not None
-                else f"| {name} | – | – | – |"
-            )
-        parts.append("")
-    op = report["operating_point"]
-    for key, title in (("scope_threshold", "in-domain threshold"), ("faq_threshold", "FAQ threshold")):
-        if key in report["curves"]:
-            balanced = (report["scope"] or {}).get("balanced_threshold") if key == "scope_threshold" else None
-            parts += [
-                f"## Curve: {title} (`after`)",
-                "",
-                _curve_table(report["curves"][key], op[key], balanced),
-                "",
-            ]
-    return "\n".join(parts)
 
 
 # ------------------------------------------------------------------------------------------ the CLI
@@ -653,7 +478,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             if scope is not None and "balanced_threshold" in scope.calibration["report"]
             else [],
         ),
-        "signals": candidate_signals(items, signals, scope, args.signal_classifier, baseline, config),
+        "signals": candidate_signals(
+            items, signals, scope, args.signal_classifier, baseline, config.max_history_turns
+        ),
         "machine": machine_info(),
         "argv": sys.argv[1:],
     }
