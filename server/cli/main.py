@@ -30,7 +30,7 @@ import sys
 import uuid
 from typing import Any
 
-from assistant.errors import AssistantError
+from assistant.errors import report_errors
 from server.cli import replay, worker
 from server.cli.client import HttpClient
 from server.settings import ENVIRONMENTS, Settings, env_var
@@ -123,24 +123,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@report_errors
 def main(argv: list[str] | None = None) -> int:
     """Run the ``assistant`` command; returns the exit code."""
     args = build_parser().parse_args(argv)
-    try:
-        if args.command == "serve":
-            return _serve(args)
-        if args.command == "chat":
-            return _chat(args)
-        if args.command == "replay":
-            return replay.run(args)
-        if args.command == "worker":
-            return worker.run_worker(_overrides(args), args.threads)
-        if args.command == "channels":
-            return worker.show_status(_overrides(args), args.limit)
-        return _index_rebuild(args)
-    except AssistantError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "chat":
+        return _chat(args)
+    if args.command == "replay":
+        return replay.run(args)
+    if args.command == "worker":
+        return worker.run_worker(_overrides(args), args.threads)
+    if args.command == "channels":
+        return worker.show_status(_overrides(args), args.limit)
+    return _index_rebuild(args)
 
 
 def _serve(args: argparse.Namespace) -> int:
