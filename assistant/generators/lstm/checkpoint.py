@@ -149,6 +149,13 @@ def _embedding_rows(path: Path) -> dict[str, int]:
         raise CheckpointError(f"{path}: cannot read the weights ({type(e).__name__}: {e})") from e
 
 
+def _first(error: Exception, n: int) -> str:
+    """The first ``n`` problems a PyTorch ``load_state_dict`` error lists (one per line), on one line."""
+    lines = [line.strip() for line in str(error).splitlines()[1:] if line.strip()]
+    more = f"; and {len(lines) - n} more" if len(lines) > n else ""
+    return "; ".join(lines[:n]) + more
+
+
 def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> LSTMCheckpoint:
     """Load and validate a directory written by :func:`save_checkpoint`.
 
@@ -197,7 +204,7 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
         # strict: every parameter of the configured model present with its shape, nothing else
         safetensors.torch.load_model(model, str(weights), strict=True)
     except RuntimeError as e:  # missing/unexpected keys or a shape that differs from the config
-        raise CheckpointError(f"{weights}: weights do not fit the configured model ({e})") from e
+        raise CheckpointError(f"{weights}: weights do not fit the configured model ({_first(e, 3)})") from e
     except Exception as e:  # safetensors raises several unrelated types on a corrupt file
         raise CheckpointError(f"{weights}: cannot read the weights ({type(e).__name__}: {e})") from e
     model.to(device).eval()
