@@ -29,7 +29,7 @@ from assistant.errors import AssistantError, ModelError, RetrievalError
 from assistant.generators.base import MANIFEST
 from assistant.retrieval.store import INDEX_MANIFEST
 
-#: The demo agents' handover macro (``data/demo_scripts.py``); the demo LSTM learns to say it, and the
+#: The demo agents' handover macro (the repository's ``data/demo_scripts.py``); the demo LSTM learns to say it, and the
 #: pipeline flags it ``handoff`` (``PipelineConfig.handoff_replies``) unless the settings name others.
 DEMO_HANDOFF_REPLIES = ("Thanks, I've passed that on. A member of our team will join this chat shortly.",)
 

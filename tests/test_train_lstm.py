@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from assistant import demo_data
 from assistant.data import Turn
 from assistant.generators.base import MANIFEST, GenerationRequest
 from assistant.generators.loader import load_generator
@@ -158,7 +159,8 @@ def test_presets_only_change_defaults() -> None:
 
     args = parse_args(["--preset", "demo", "--emb-size", "64"])
     assert args.emb_size == 64 and args.hidden_size == PRESETS["demo"]["hidden_size"]
-    assert str(args.train).endswith("data/dialogs/train.jsonl")
+    assert args.train == demo_data.path(demo_data.DIALOGS["train"])  # the packaged demo data
+    assert args.output_dir == Path("models/lstm-demo")  # under the working directory
 
 
 def test_lr_schedule_warms_up_then_decays_by_steps_or_time() -> None:

@@ -1,13 +1,14 @@
-"""The reply-generator interface shared by every reply model, and loading one from a model directory.
+"""The reply-generator interface shared by every reply model, and reading a model directory's manifest.
 
 A generator turns a conversation (and optionally an FAQ entry to ground on) into a reply with a
 confidence. The LSTM seq2seq model (``assistant/generators/lstm/generator.py``), T5 with LoRA adapters
 (``assistant/generators/t5/model.py``) and the retrieval baseline (``assistant/generators/baseline.py``) implement it, so the
 pipeline, the server and the evaluation treat them alike.
 
-Every model directory holds a ``assistant.json`` manifest whose ``kind`` names the implementation;
-:func:`assistant.generators.loader.load_generator` reads it and hands the directory to that
-implementation's loader. This module does not know how any model works.
+Every model directory holds a ``assistant.json`` manifest whose ``kind`` names the implementation
+(written and read by :mod:`assistant.artifacts`); :func:`assistant.generators.loader.load_generator`
+reads it and hands the directory to that implementation's loader. This module does not know how any
+model works.
 
 Streaming: :meth:`Generator.stream` generates one reply and hands its text to a callback piece by
 piece as it is decoded (the LSTM token by token, T5 through transformers' streamer); the default
