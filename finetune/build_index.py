@@ -45,8 +45,9 @@ from assistant.errors import ConfigError, report_errors
 from assistant.generators.base import MANIFEST
 from assistant.retrieval.conversational import ConversationalRetriever, ConversationConfig
 from assistant.retrieval.embeddings import EmbeddingCache
-from assistant.retrieval.index import FaqIndex, Hit, RetrieverConfig, rebuild_index
+from assistant.retrieval.index import FaqIndex, Hit, RetrieverConfig
 from assistant.retrieval.labels import read_knowledge_turns
+from assistant.retrieval.rebuild import rebuild_index
 from assistant.retrieval.store import INDEX_SUBDIR
 from finetune.cli import add_threads_argument, apply_threads
 

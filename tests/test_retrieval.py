@@ -10,7 +10,8 @@ import pytest
 
 from assistant.data import Query
 from assistant.errors import ConfigError, DataError, RetrievalError
-from assistant.retrieval.index import FaqIndex, RetrieverConfig, rebuild_index
+from assistant.retrieval.index import FaqIndex, RetrieverConfig
+from assistant.retrieval.rebuild import rebuild_index
 from assistant.retrieval.store import INDEX_MANIFEST, INDEX_SUBDIR
 from finetune import build_index
 

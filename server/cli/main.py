@@ -13,7 +13,7 @@
 * ``assistant worker`` runs helpdesk channel jobs; ``assistant channels`` prints their counters and
   failures (``server/cli/worker.py``).
 * ``assistant index rebuild --index-dir D --faq FILE`` rebuilds an FAQ index from a new FAQ file with
-  the index's own retriever config (``assistant.retrieval.index.rebuild_index``); restart the server after.
+  the index's own retriever config (``assistant.retrieval.rebuild.rebuild_index``); restart the server after.
 
 Exit codes: 0 ok, 2 on a configuration or data error (``error: <message>`` on stderr, no traceback),
 1 from ``replay`` when a request did not answer 200.
@@ -225,7 +225,7 @@ def _chat(args: argparse.Namespace) -> int:
 
 
 def _index_rebuild(args: argparse.Namespace) -> int:
-    from assistant.retrieval.index import rebuild_index
+    from assistant.retrieval.rebuild import rebuild_index
 
     rebuild_index(args.index_dir, args.faq)
     print(f"rebuilt {args.index_dir} from {args.faq}; restart the server to load it")
