@@ -35,11 +35,13 @@ from server.cli import replay, worker
 from server.cli.client import HttpClient
 from server.settings import ENVIRONMENTS, Settings, env_var
 
-_TYPES = {"int": int, "float": float, "str": str}
-
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
-    """One ``--flag`` per setting; absent flags leave the setting to the environment / default."""
+    """One ``--flag`` per setting; absent flags leave the setting to the environment / default.
+
+    Values stay strings here: :func:`server.settings.load_settings` converts and validates them as it does
+    the environment's, so a bad flag gets the same message as a bad variable.
+    """
     group = parser.add_argument_group("settings", "each also read from its environment variable")
     for f in dataclasses.fields(Settings):
         flag = "--" + f.name.replace("_", "-")
@@ -64,7 +66,8 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
             group.add_argument(
                 flag,
                 dest=f.name,
-                type=_TYPES.get(str(f.type), str),
+                # the value goes to load_settings as a string; it converts and checks it like the
+                # environment variable's value (one place for types and messages)
                 default=argparse.SUPPRESS,
                 help=help_text,
             )
