@@ -30,7 +30,7 @@ from typing import Any
 from assistant.artifacts import file_sha256
 from assistant.config import add_dataclass_arguments, dataclass_from_args
 from assistant.data import read_dialogs, read_queries
-from assistant.errors import AssistantError, CheckpointError, ConfigError
+from assistant.errors import CheckpointError, ConfigError, report_errors
 from assistant.generators.base import MANIFEST, read_manifest
 from assistant.routing.generic import GENERIC_OOS_PATH, generic_out_of_scope
 from assistant.routing.scope import SCOPE_MANIFEST, SCOPE_SUBDIR, ScopeCheck, ScopeConfig, has_scope_check
@@ -216,21 +216,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@report_errors
 def main(argv: list[str] | None = None) -> int:
     """Entry point; prints the calibration report. Returns 0, or 2 on a bad input."""
     args = build_parser().parse_args(argv)
-    try:
-        apply_threads(args.threads)
-        read_manifest(args.model_dir)  # a model directory of a known kind
-        train = args.train or _recorded(args.model_dir, "train")
-        valid = args.valid or _recorded(args.model_dir, "valid")
-        start = time.perf_counter()
-        _, report, used_generic = calibrate_model_scope(
-            args.model_dir, train, valid, args.oos_queries, dataclass_from_args(ScopeConfig, args), True
-        )
-    except AssistantError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    apply_threads(args.threads)
+    read_manifest(args.model_dir)  # a model directory of a known kind
+    train = args.train or _recorded(args.model_dir, "train")
+    valid = args.valid or _recorded(args.model_dir, "valid")
+    start = time.perf_counter()
+    _, report, used_generic = calibrate_model_scope(
+        args.model_dir, train, valid, args.oos_queries, dataclass_from_args(ScopeConfig, args), True
+    )
     print(json.dumps({**report, "seconds": round(time.perf_counter() - start, 1)}, indent=2))
     if used_generic:
         print(no_oos_warning(), file=sys.stderr)

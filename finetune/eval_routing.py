@@ -52,7 +52,7 @@ import numpy as np
 
 from assistant.config import dataclass_from_dict
 from assistant.data import FaqEntry, Query, read_dialogs, read_faq, read_queries
-from assistant.errors import AssistantError, ConfigError
+from assistant.errors import ConfigError, report_errors
 from assistant.generators.base import GenerationRequest, Generator
 from assistant.pipeline import Pipeline, PipelineConfig
 from assistant.retrieval.embeddings import encode
@@ -487,15 +487,12 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+@report_errors
 def main(argv: list[str] | None = None) -> int:
     """Entry point; writes routing.json and routing.md, prints the headline table."""
     args = build_parser().parse_args(argv)
-    try:
-        apply_threads(args.threads)
-        report = evaluate(args)
-    except AssistantError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    apply_threads(args.threads)
+    report = evaluate(args)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "routing.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     markdown = render_markdown(report)

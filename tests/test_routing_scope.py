@@ -151,7 +151,7 @@ def test_the_server_loads_the_models_check_and_hands_off_out_of_scope(make_app, 
 
 
 def test_calibrate_scope_cli_recalibrates_with_own_out_of_scope_messages(
-    demo_model, tmp_path, capsys
+    demo_model, demo_data, tmp_path, capsys
 ) -> None:
     from finetune.calibrate_scope import main
 
@@ -162,7 +162,7 @@ def test_calibrate_scope_cli_recalibrates_with_own_out_of_scope_messages(
     report = json.loads(captured.out)
     assert report["n_out_of_scope"] == 3 and report["generic_out_of_scope"] is False  # faq_id x ignored
     assert "WARNING" not in captured.err
-    assert report["sources"]["in_domain"] == [str((Path("data") / "dialogs" / "valid.jsonl").resolve())]
+    assert report["sources"]["in_domain"] == [str((demo_data / "dialogs" / "valid.jsonl").resolve())]
     assert main(["--model-dir", str(tmp_path / "missing")]) == 2
     assert "not a directory" in capsys.readouterr().err
 

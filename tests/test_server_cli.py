@@ -151,3 +151,12 @@ def test_index_rebuild_adds_a_new_entry(tmp_path, index_dir, capsys, demo_data):
     assert main(["index", "rebuild", "--index-dir", str(directory), "--faq", str(faq)]) == 0
     assert "restart the server" in capsys.readouterr().out
     assert FaqIndex.load(directory).search("is the packaging recyclable", k=2)[0].faq_id == "eco-001"
+
+
+def test_a_bad_settings_flag_gets_the_same_message_as_its_environment_variable(capsys, monkeypatch):
+    assert main(["serve", "--history-max-turns", "many"]) == 2
+    flag_error = capsys.readouterr().err
+    assert "history_max_turns = 'many' is not an integer" in flag_error
+    monkeypatch.setenv("ASSISTANT_HISTORY_MAX_TURNS", "many")
+    assert main(["serve"]) == 2
+    assert "ASSISTANT_HISTORY_MAX_TURNS = 'many' is not an integer" in capsys.readouterr().err
