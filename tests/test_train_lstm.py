@@ -209,6 +209,7 @@ def test_preset_training_is_what_the_cli_builds_and_train_lstm_runs_it(dialogs, 
         tokenizer=TokenizerConfig(vocab_size=120),
         model=Seq2SeqConfig(emb_size=16, hidden_size=32, max_source_len=60, max_target_len=40),
         threads=1,
+        scope_check=False,  # the in-domain check after training: test_training_lowers_the_loss... (slow)
     )
     assert train_lstm(run) == tmp_path / "typed"
     assert load_checkpoint(tmp_path / "typed").manifest["training"]["run"]["stop_reason"] == "epochs"
