@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import shutil
 import sys
 import threading
 import time
@@ -188,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     index_dir, model_dir = build_assets(args.out)
+    for leftover in ("redis-data", "instance"):  # a run starts from an empty store
+        shutil.rmtree(args.out / leftover, ignore_errors=True)
     redis_server = RedisProcess(args.out / "redis-data", appendfsync="always")
     redis_server.start()
     env = {

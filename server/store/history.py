@@ -591,14 +591,30 @@ class DialogStore:
             ClaimLost: another attempt owns the message now; nothing of this one is stored.
             TurnOutcomeUnknown: Redis did not answer before the claim expired.
         """
+        started = time.monotonic()
         while True:
             try:
                 status, value = self._abandon_once(attempt)
             except _UNREACHABLE as e:
                 if time.monotonic() >= attempt.claim_deadline:
+                    log.warning(
+                        "message %r: the commit's reply was lost and Redis did not answer for %.1f s: "
+                        "outcome unknown",
+                        attempt.message_id,
+                        time.monotonic() - started,
+                    )
                     raise TurnOutcomeUnknown(attempt.message_id, e) from cause
                 time.sleep(min(0.25, max(0.0, attempt.claim_deadline - time.monotonic())))
                 continue
+            log.warning(
+                "message %r: the commit's reply was lost (%s); resolved after %.1f s: %s",
+                attempt.message_id,
+                type(cause).__name__,
+                time.monotonic() - started,
+                {"aborted": "not stored", "answered": "stored", "other": "claimed by another attempt"}[
+                    status
+                ],
+            )
             if status == "aborted":
                 raise TurnNotStored(attempt.message_id, cause)
             if status == "answered":
