@@ -257,8 +257,11 @@ class ClaimLost(Exception):
     meanwhile. Nothing of the attempt was stored (HTTP 409)."""
 
 
-class TurnNotStored(Exception):
+class TurnNotStored(redis.ConnectionError):
     """Redis failed during the turn and nothing of it is, or will ever be, stored (HTTP 503).
+
+    A ``redis.ConnectionError``, so callers that retry Redis outages (the channels' job queue) treat
+    it as one.
 
     Attributes:
         cause: the Redis error.
@@ -270,9 +273,10 @@ class TurnNotStored(Exception):
         self.cause = cause
 
 
-class TurnOutcomeUnknown(Exception):
+class TurnOutcomeUnknown(redis.TimeoutError):
     """The commit was sent but Redis could not be asked, until the claim expired, whether it was
-    applied (HTTP 504). Retrying the same message_id replays the answer if it was stored."""
+    applied (HTTP 504). Retrying the same message_id replays the answer if it was stored (a
+    ``redis.TimeoutError``, so callers that retry Redis outages do exactly that)."""
 
     def __init__(self, message_id: str, cause: BaseException) -> None:
         super().__init__(f"outcome of message {message_id!r} unknown: {cause}")
