@@ -23,20 +23,19 @@ import statistics
 import sys
 import time
 import uuid
-from pathlib import Path
 
 import requests
 from sseclient import SSEClient
 
-ROOT = Path(__file__).resolve().parent.parent
+from assistant import demo_data
 
 
 def conversations() -> list[list[str]]:
     """The customer turns of each demo test dialog, then each demo dev query alone."""
     convs = []
-    for line in (ROOT / "data" / "dialogs" / "test.jsonl").read_text(encoding="utf-8").splitlines():
+    for line in demo_data.path(demo_data.DIALOGS["test"]).read_text(encoding="utf-8").splitlines():
         convs.append([t["text"] for t in json.loads(line)["turns"] if t["role"] == "customer"])
-    for line in (ROOT / "data" / "faq" / "queries-dev.jsonl").read_text(encoding="utf-8").splitlines():
+    for line in demo_data.path(demo_data.QUERIES).read_text(encoding="utf-8").splitlines():
         convs.append([json.loads(line)["text"]])
     return convs
 

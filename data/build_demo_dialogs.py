@@ -1,7 +1,7 @@
-"""Compose the Parcelo demo support dialogs (data/dialogs/{train,valid,test}.jsonl) from hand-written scripts.
+"""Compose the Parcelo demo dialogs (assistant/demo_data/dialogs/{train,valid,test}.jsonl) from hand-written scripts.
 
 Parcelo is a fictional online consumer-electronics shop invented for this project; every text comes from
-``demo_scripts.py`` (written for the project) or from ``data/faq/faq.jsonl``, never from a public data
+``demo_scripts.py`` (written for the project) or from ``assistant/demo_data/faq/faq.jsonl``, never from a public data
 set. Each dialog follows one scenario (track an order, cancel it, return an item, reset a password, hand
 over to a human, ...): the customer's lines are drawn from many hand-written phrasings and the agent's
 lines are fixed macros per situation, as a real support team uses, filled with a fictional order
@@ -16,7 +16,7 @@ re-check the dialogs it writes (``tests/test_demo_data.py`` does). It reads the 
 
 Deterministic: the same FAQ file, seed and counts give byte-identical output. Rerun with::
 
-    python data/build_demo_dialogs.py                   # rewrites data/dialogs/*.jsonl
+    python data/build_demo_dialogs.py                   # rewrites assistant/demo_data/dialogs/*.jsonl
     python data/build_demo_dialogs.py --out-dir /tmp/x  # writes elsewhere (used by the tests)
 """
 
@@ -34,8 +34,10 @@ from assistant.data import FaqEntry, read_faq, write_jsonl
 from assistant.errors import DataError
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_FAQ = HERE / "faq" / "faq.jsonl"
-DEFAULT_OUT = HERE / "dialogs"
+#: the demo data is package data of ``assistant.demo_data``; these are its files in this checkout
+DEMO_DATA = HERE.parent / "assistant" / "demo_data"
+DEFAULT_FAQ = DEMO_DATA / "faq" / "faq.jsonl"
+DEFAULT_OUT = DEMO_DATA / "dialogs"
 DEFAULT_SEED = 20261121
 SPLITS = ("train", "valid", "test")
 DEFAULT_COUNTS = (320, 40, 40)
@@ -428,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         "--out-dir",
         type=Path,
         default=DEFAULT_OUT,
-        help="folder for train/valid/test.jsonl (default: data/dialogs)",
+        help="folder for train/valid/test.jsonl (default: assistant/demo_data/dialogs)",
     )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed (default: %(default)s)")
     parser.add_argument(
@@ -444,7 +446,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --counts must all be >= 1, got {args.counts}", file=sys.stderr)
         return 2
     if not args.faq.is_file():
-        print(f"error: {args.faq}: no such FAQ file (expected data/faq/faq.jsonl)", file=sys.stderr)
+        print(
+            f"error: {args.faq}: no such FAQ file (expected assistant/demo_data/faq/faq.jsonl)",
+            file=sys.stderr,
+        )
         return 2
     try:
         faq_entries = read_faq(args.faq)

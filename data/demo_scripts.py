@@ -3,8 +3,8 @@
 Every string here was written for this project (Parcelo is a fictional shop; names, products, carriers
 and order numbers are invented; e-mail addresses use example.com). ``build_demo_dialogs.py`` composes
 dialogs from these tables; this module holds text only, no logic. Agent macros state the same policies
-as ``data/faq/faq.jsonl`` (30-day returns, refunds issued within 3 business days, 2-year warranty, ...);
-change both together. Templates use ``{order}``, ``{product}``, ``{short}``, ... filled by ``Ctx.fill``.
+as ``assistant/demo_data/faq/faq.jsonl`` (30-day returns, refunds issued within 3 business days,
+2-year warranty, ...); change both together. Templates use ``{order}``, ``{product}``, ``{short}``, ... filled by ``Ctx.fill``.
 """
 
 # fmt: off
@@ -67,7 +67,8 @@ HANDOFF_REASONS = ["it's about order {order}", "a problem with my refund", "my {
                    "it's complicated, about my account", "my order {order} is a mess"]
 AGENT_HANDOFF_DONE = "Thanks, I've passed that on. A member of our team will join this chat shortly."
 
-# kept different from the out-of-scope queries in data/faq/queries-dev.jsonl, which measure handoff
+# kept different from the out-of-scope queries in assistant/demo_data/faq/queries-dev.jsonl, which
+# measure handoff
 OUT_OF_SCOPE = ["will it rain tomorrow?", "tell me something funny", "do you sell dishwashers?",
                 "can you book me a taxi", "who won the match yesterday", "do you sell sofas?",
                 "any good pizza places around here?", "can you do my essay for me"]

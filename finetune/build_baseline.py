@@ -17,7 +17,7 @@ from pathlib import Path
 from assistant.artifacts import file_sha256
 from assistant.config import add_dataclass_arguments, dataclass_from_args
 from assistant.data import read_dialogs
-from assistant.errors import AssistantError
+from assistant.errors import report_errors
 from assistant.generators.baseline import BaselineConfig, RetrievalBaseline
 from assistant.model_input import build_examples
 
@@ -45,29 +45,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@report_errors
 def main(argv: list[str] | None = None) -> int:
     """Build and save the baseline; print a one-line summary. Returns 0, or 2 on a bad input."""
     args = build_parser().parse_args(argv)
-    try:
-        config = dataclass_from_args(BaselineConfig, args)
-        start = time.perf_counter()
-        dialogs = read_dialogs(args.train)
-        n_examples = len(build_examples(dialogs, config.max_context_turns))
-        data = [
-            {
-                "role": "train",
-                "path": str(args.train.resolve()),
-                "sha256": file_sha256(args.train),
-                "dialogs": len(dialogs),
-                "examples": n_examples,
-            }
-        ]
-        model = RetrievalBaseline.build(dialogs, config, data=data)
-        model.save(args.out)
-        seconds = time.perf_counter() - start
-    except AssistantError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    config = dataclass_from_args(BaselineConfig, args)
+    start = time.perf_counter()
+    dialogs = read_dialogs(args.train)
+    n_examples = len(build_examples(dialogs, config.max_context_turns))
+    data = [
+        {
+            "role": "train",
+            "path": str(args.train.resolve()),
+            "sha256": file_sha256(args.train),
+            "dialogs": len(dialogs),
+            "examples": n_examples,
+        }
+    ]
+    model = RetrievalBaseline.build(dialogs, config, data=data)
+    model.save(args.out)
+    seconds = time.perf_counter() - start
     print(f"indexed {n_examples} agent replies from {len(dialogs)} dialogs in {seconds:.1f} s -> {args.out}")
     return 0
 

@@ -2,13 +2,16 @@
 
 Build::
 
-    python -m finetune.build_index --faq data/faq/faq.jsonl --queries data/faq/queries-dev.jsonl \\
+    python -m finetune.build_index --faq my/faq.jsonl --queries my/queries-dev.jsonl \\
         --out models/faq-index [--method hybrid] [--tune-fusion] [other RetrieverConfig flags]
+
+From Python, :func:`build_index` does the same with a typed :class:`RetrieverConfig` (the server's
+first-run demo calls it).
 
 Rebuild (keeps the saved index's config and calibration queries, takes the changed FAQ file; only
 new texts are encoded, no model is trained)::
 
-    python -m finetune.build_index --rebuild --faq data/faq/faq.jsonl --out models/faq-index
+    python -m finetune.build_index --rebuild --faq my/faq.jsonl --out models/faq-index
 
 Conversation-aware (an entity-scoped FAQ and knowledge-labelled dialogs, ``assistant/retrieval/labels.py``)::
 
@@ -30,7 +33,7 @@ import argparse
 import dataclasses
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +41,13 @@ import numpy as np
 
 from assistant.config import add_dataclass_arguments, dataclass_from_args
 from assistant.data import Query, read_faq, read_queries
-from assistant.errors import AssistantError, ConfigError
+from assistant.errors import ConfigError, report_errors
 from assistant.generators.base import MANIFEST
 from assistant.retrieval.conversational import ConversationalRetriever, ConversationConfig
 from assistant.retrieval.embeddings import EmbeddingCache
-from assistant.retrieval.index import FaqIndex, Hit, RetrieverConfig, rebuild_index
+from assistant.retrieval.index import FaqIndex, Hit, RetrieverConfig
 from assistant.retrieval.labels import read_knowledge_turns
+from assistant.retrieval.rebuild import rebuild_index
 from assistant.retrieval.store import INDEX_SUBDIR
 from finetune.cli import add_threads_argument, apply_threads
 
@@ -99,6 +103,83 @@ def tune_fusion(
         rows.append({"fusion": fusion, "dense_weight": weight, **metrics})
     best = max(rows, key=lambda r: (r["hit@1"] or 0.0, r["mrr@10"] or 0.0))  # max keeps the first of ties
     return index.derive(fusion=best["fusion"], dense_weight=best["dense_weight"]), rows
+
+
+def build_index(
+    faq: Path,
+    out: Path,
+    config: RetrieverConfig,
+    *,
+    queries: Path | None = None,
+    tune: bool | None = None,
+    reuse_embeddings: Path | None = None,
+    dialogs: Path | None = None,
+    conversation: ConversationConfig | None = None,
+    tune_conversation: bool = True,
+    progress: bool = False,
+    log: Callable[[str], None] = print,
+) -> FaqIndex:
+    """Build an FAQ index, tune its fusion and calibrate it on ``queries`` (and its conversational
+    retrieval on ``dialogs``), and save it to ``out``.
+
+    Args:
+        faq: the FAQ JSONL file.
+        out: the index directory (replaced as a whole), or a model directory (saved in its
+            ``faq-index/``).
+        config: the retriever configuration.
+        queries: labelled calibration queries (``faq_id`` null = out of scope); ``None`` saves the
+            index uncalibrated (the reply pipeline refuses it).
+        tune: choose the hybrid's fusion and dense weight on ``queries`` (:func:`tune_fusion`);
+            ``None`` = when ``config.method`` is hybrid and ``queries`` are given.
+        reuse_embeddings: an existing index whose embeddings of identical texts are reused.
+        dialogs: knowledge-labelled dialogs (``assistant/retrieval/labels.py``) on which the
+            conversational ranking and the knowledge-seeking detector are calibrated; ``None``: none.
+        conversation: the conversational retrieval settings (default ``ConversationConfig()``).
+        tune_conversation: with ``dialogs``, choose the history weight (and a hybrid's dense weight)
+            on them by hit@1 first.
+        progress: show the encoder's progress bar.
+        log: where the chosen fusion (and conversation) settings are reported.
+
+    Returns:
+        the saved index.
+
+    Raises:
+        ConfigError: ``tune`` without queries, or with a method other than hybrid.
+        DataError: a malformed FAQ, query or dialog file, or a query or turn naming an unknown FAQ id.
+        RetrievalError: the index cannot be built or saved (e.g. ``out`` holds something else).
+    """
+    turns = None
+    if dialogs is not None:  # checked before the (slow) encoding of the FAQ
+        turns = read_knowledge_turns(dialogs, faq_ids=[e.id for e in read_faq(faq)])
+    reuse = FaqIndex.load(reuse_embeddings) if reuse_embeddings is not None else None
+    index = FaqIndex.from_faq_file(faq, config, reuse=reuse, progress=progress)
+    if queries is not None:
+        labelled = read_queries(queries, faq_ids=[e.id for e in index.entries])
+        if tune or (tune is None and config.method == "hybrid"):
+            index, rows = tune_fusion(index, labelled)
+            log(
+                f"fusion: {index.config.fusion}, dense_weight {index.config.dense_weight} "
+                f"(best hit@1 of {len(rows)} settings on the calibration queries)"
+            )
+        index.calibrate(labelled)
+    elif tune:
+        raise ConfigError("--tune-fusion needs --queries")
+    if turns is not None:
+        retriever = ConversationalRetriever(
+            index,
+            conversation or ConversationConfig(),
+            # tuning and calibration search the same turns: encode each text once
+            encoder=EmbeddingCache(config.dense_model, config.batch_size),
+        )
+        if tune_conversation:
+            retriever, rows = retriever.tune(turns)
+            log(
+                f"conversation: history_weight {retriever.config.history_weight}, dense_weight "
+                f"{retriever.config.dense_weight} (best hit@1 of {len(rows)} settings on the dialogs)"
+            )
+        retriever.calibrate(turns)
+    index.save(_out_dir(out))
+    return index
 
 
 def _out_dir(out: Path) -> Path:
@@ -162,69 +243,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@report_errors
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        apply_threads(args.threads)
-        out = _out_dir(args.out)
-        if args.rebuild:
-            if args.queries is not None or args.tune_fusion is not None or args.dialogs is not None:
-                raise ConfigError(
-                    "--rebuild keeps the saved calibration queries, dialogs and fusion; "
-                    "drop --queries/--dialogs/--tune-fusion, or build afresh without --rebuild"
-                )
-            changed = [
-                f"--{f.name.replace('_', '-')}"
-                for f in dataclasses.fields(RetrieverConfig)
-                if getattr(args, f.name) != f.default
-            ] + [
-                f"--conversation-{f.name.replace('_', '-')}"
-                for f in dataclasses.fields(ConversationConfig)
-                if getattr(args, f"conversation_{f.name}") != f.default
-            ]
-            if changed or args.reuse_embeddings is not None:
-                raise ConfigError(
-                    f"--rebuild keeps the index's own retriever config; drop "
-                    f"{changed + (['--reuse-embeddings'] if args.reuse_embeddings else [])}, "
-                    "or build afresh without --rebuild"
-                )
-            index = rebuild_index(out, args.faq, progress=True)
-        else:
-            config = dataclass_from_args(RetrieverConfig, args)
-            turns = None
-            if args.dialogs is not None:  # checked before the (slow) encoding of the FAQ
-                turns = read_knowledge_turns(args.dialogs, faq_ids=[e.id for e in read_faq(args.faq)])
-            reuse = FaqIndex.load(args.reuse_embeddings) if args.reuse_embeddings is not None else None
-            index = FaqIndex.from_faq_file(args.faq, config, reuse=reuse, progress=True)
-            if args.queries is not None:
-                queries = read_queries(args.queries, faq_ids=[e.id for e in index.entries])
-                if args.tune_fusion or (args.tune_fusion is None and config.method == "hybrid"):
-                    index, rows = tune_fusion(index, queries)
-                    print(
-                        f"fusion: {index.config.fusion}, dense_weight {index.config.dense_weight} "
-                        f"(best hit@1 of {len(rows)} settings on the calibration queries)"
-                    )
-                index.calibrate(queries)
-            elif args.tune_fusion:
-                raise ConfigError("--tune-fusion needs --queries")
-            if turns is not None:
-                retriever = ConversationalRetriever(
-                    index,
-                    dataclass_from_args(ConversationConfig, args, prefix="conversation-"),
-                    # tuning and calibration search the same turns: encode each text once
-                    encoder=EmbeddingCache(config.dense_model, config.batch_size),
-                )
-                if args.tune_conversation:
-                    retriever, rows = retriever.tune(turns)
-                    print(
-                        f"conversation: history_weight {retriever.config.history_weight}, dense_weight "
-                        f"{retriever.config.dense_weight} (best hit@1 of {len(rows)} settings on the dialogs)"
-                    )
-                retriever.calibrate(turns)
-            index.save(out)
-    except AssistantError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    apply_threads(args.threads)
+    out = _out_dir(args.out)
+    if args.rebuild:
+        if args.queries is not None or args.tune_fusion is not None or args.dialogs is not None:
+            raise ConfigError(
+                "--rebuild keeps the saved calibration queries, dialogs and fusion; "
+                "drop --queries/--dialogs/--tune-fusion, or build afresh without --rebuild"
+            )
+        changed = [
+            f"--{f.name.replace('_', '-')}"
+            for f in dataclasses.fields(RetrieverConfig)
+            if getattr(args, f.name) != f.default
+        ] + [
+            f"--conversation-{f.name.replace('_', '-')}"
+            for f in dataclasses.fields(ConversationConfig)
+            if getattr(args, f"conversation_{f.name}") != f.default
+        ]
+        if changed or args.reuse_embeddings is not None:
+            raise ConfigError(
+                f"--rebuild keeps the index's own retriever config; drop "
+                f"{changed + (['--reuse-embeddings'] if args.reuse_embeddings else [])}, "
+                "or build afresh without --rebuild"
+            )
+        index = rebuild_index(out, args.faq, progress=True)
+    else:
+        index = build_index(
+            args.faq,
+            args.out,
+            dataclass_from_args(RetrieverConfig, args),
+            queries=args.queries,
+            tune=args.tune_fusion,
+            reuse_embeddings=args.reuse_embeddings,
+            dialogs=args.dialogs,
+            conversation=dataclass_from_args(ConversationConfig, args, prefix="conversation-"),
+            tune_conversation=args.tune_conversation,
+            progress=True,
+        )
     summary = {
         "index": str(out),
         "entries": len(index.entries),

@@ -60,7 +60,7 @@ from assistant.data import (
     read_queries,
     write_jsonl,
 )
-from assistant.errors import AssistantError, ConfigError
+from assistant.errors import ConfigError, report_errors
 from assistant.retrieval.calibration import decision_metrics
 from assistant.retrieval.embeddings import EmbeddingCache
 from assistant.retrieval.index import FaqIndex, RetrieverConfig
@@ -359,30 +359,27 @@ def _run_dialogs(args: argparse.Namespace) -> int:
     return 0
 
 
+@report_errors
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        apply_threads(args.threads)
-        if args.dialogs is not None:
-            return _run_dialogs(args)
-        if args.faq is not None:
-            info, results = _run_from_faq(args)
-            name = args.name or args.faq.parent.name
-        else:
-            if args.queries is None:
-                raise ConfigError("--index needs --queries")
-            results = []
-            for directory in args.index:
-                index = FaqIndex.load(directory)
-                queries = read_queries(args.queries, faq_ids=[e.id for e in index.entries])
-                results.append(
-                    {"name": f"{directory.name} ({index.config.method})", **evaluate_index(index, queries)}
-                )
-            info = {"indexes": [str(d) for d in args.index], "queries": str(args.queries)}
-            name = args.name or args.queries.parent.name
-    except AssistantError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    apply_threads(args.threads)
+    if args.dialogs is not None:
+        return _run_dialogs(args)
+    if args.faq is not None:
+        info, results = _run_from_faq(args)
+        name = args.name or args.faq.parent.name
+    else:
+        if args.queries is None:
+            raise ConfigError("--index needs --queries")
+        results = []
+        for directory in args.index:
+            index = FaqIndex.load(directory)
+            queries = read_queries(args.queries, faq_ids=[e.id for e in index.entries])
+            results.append(
+                {"name": f"{directory.name} ({index.config.method})", **evaluate_index(index, queries)}
+            )
+        info = {"indexes": [str(d) for d in args.index], "queries": str(args.queries)}
+        name = args.name or args.queries.parent.name
     report = {
         "name": name,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

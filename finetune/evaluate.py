@@ -35,7 +35,7 @@ from tqdm import tqdm
 from assistant.artifacts import file_sha256
 from assistant.config import add_dataclass_arguments, dataclass_from_args, require
 from assistant.data import Dialog, read_dialogs
-from assistant.errors import AssistantError, ConfigError, DataError, ModelError
+from assistant.errors import ConfigError, DataError, ModelError, report_errors
 from assistant.generators.base import GenerationRequest, Generator, read_manifest
 from assistant.generators.loader import load_generator
 from assistant.model_input import Example, build_examples, format_context
@@ -394,19 +394,16 @@ def write_outputs(
                 fh.write(json.dumps(sample, ensure_ascii=False) + "\n")
 
 
+@report_errors
 def main(argv: list[str] | None = None) -> int:
     """Run the evaluation; print the Markdown table. Returns 0, or 2 on a bad input (message on stderr)."""
     args = build_parser().parse_args(argv)
-    try:
-        config = dataclass_from_args(EvalConfig, args)
-        apply_threads(args.threads)
-        report, samples = evaluate(args.models, args.dialogs, config, args.names, args.generator_option)
-        markdown = render_markdown(report)
-        if args.out_dir is not None:
-            write_outputs(args.out_dir, report, markdown, samples)
-    except AssistantError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    config = dataclass_from_args(EvalConfig, args)
+    apply_threads(args.threads)
+    report, samples = evaluate(args.models, args.dialogs, config, args.names, args.generator_option)
+    markdown = render_markdown(report)
+    if args.out_dir is not None:
+        write_outputs(args.out_dir, report, markdown, samples)
     print(markdown, end="")
     if args.out_dir is not None:
         print(f"wrote {args.out_dir / REPORT_JSON} and {args.out_dir / REPORT_MD}", file=sys.stderr)

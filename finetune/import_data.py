@@ -13,7 +13,7 @@ import sys
 
 from assistant.config import add_dataclass_arguments, dataclass_from_args
 from assistant.data import dialog_to_json, faq_entry_to_json, read_dialogs, write_jsonl
-from assistant.errors import AssistantError
+from assistant.errors import report_errors
 from assistant.ingest.importers import ImportReport, import_chatwoot, import_faq_csv, import_twitter_csv
 from assistant.ingest.scrub import Scrubber, ScrubConfig
 
@@ -60,38 +60,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@report_errors
 def main(argv: list[str] | None = None) -> int:
     """Run ``assistant-import``; returns the exit status (2 on bad input)."""
     args = build_parser().parse_args(argv)
-    try:
-        if args.source == "faq-csv":
-            entries, report = import_faq_csv(
-                args.input,
-                args.question_column,
-                args.answer_column,
-                args.id_column,
-                args.examples_column,
-                args.examples_separator,
-            )
-            write_jsonl(args.out, [faq_entry_to_json(e) for e in entries])
+    if args.source == "faq-csv":
+        entries, report = import_faq_csv(
+            args.input,
+            args.question_column,
+            args.answer_column,
+            args.id_column,
+            args.examples_column,
+            args.examples_separator,
+        )
+        write_jsonl(args.out, [faq_entry_to_json(e) for e in entries])
+    else:
+        if args.source == "twitter":
+            dialogs, report = import_twitter_csv(args.input, company=args.company, min_turns=args.min_turns)
+        elif args.source == "chatwoot":
+            dialogs, report = import_chatwoot(args.input, min_turns=args.min_turns)
         else:
-            if args.source == "twitter":
-                dialogs, report = import_twitter_csv(
-                    args.input, company=args.company, min_turns=args.min_turns
-                )
-            elif args.source == "chatwoot":
-                dialogs, report = import_chatwoot(args.input, min_turns=args.min_turns)
-            else:
-                dialogs = read_dialogs(args.input)
-                report = ImportReport(imported=len(dialogs))
-            if args.scrub_pii:
-                dialogs = Scrubber(dataclass_from_args(ScrubConfig, args, prefix="scrub-")).scrub_dialogs(
-                    dialogs
-                )
-            write_jsonl(args.out, [dialog_to_json(d) for d in dialogs])
-    except AssistantError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+            dialogs = read_dialogs(args.input)
+            report = ImportReport(imported=len(dialogs))
+        if args.scrub_pii:
+            dialogs = Scrubber(dataclass_from_args(ScrubConfig, args, prefix="scrub-")).scrub_dialogs(dialogs)
+        write_jsonl(args.out, [dialog_to_json(d) for d in dialogs])
     print(f"{args.out}: {report.summary()}")
     return 0
 

@@ -2,8 +2,9 @@
 
 Holds :class:`TrainConfig` (the ``assistant-train-t5`` flags: data, model, optimisation, schedule,
 stopping, resume), the STAR ``meta.domains`` filter, tokenisation of every agent turn into
-``{"input_ids", "attention_mask", "labels"}``, the padding collate function, the seeded validation
-sample, the ``DataLoader`` pair and the data provenance recorded in the manifest.
+``{"input_ids", "attention_mask", "labels"}``, the padding collator (transformers'
+``DataCollatorForSeq2Seq``), the seeded validation sample, the ``DataLoader`` pair and the data
+provenance recorded in the manifest.
 
 It does not build or train a model (``finetune/train_t5.py`` runs the accelerate loop,
 ``assistant/generators/t5/model.py`` defines the model and tokenizer) and does not define the dialog format
@@ -17,6 +18,7 @@ from typing import Any, Literal
 
 import torch
 from torch.utils.data import DataLoader
+from transformers import DataCollatorForSeq2Seq
 
 from assistant.artifacts import file_sha256
 from assistant.config import require
@@ -175,24 +177,15 @@ def tokenize_examples(
     ]
 
 
-def collate(pad_id: int):
-    """Pad a list of tokenized examples: inputs with ``pad_id``, labels with -100 (ignored by the loss)."""
+def make_collator(tokenizer: Any) -> DataCollatorForSeq2Seq:
+    """Pad a list of tokenized examples into a batch: ``transformers.DataCollatorForSeq2Seq``.
 
-    def fn(rows: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
-        src = max(len(r["input_ids"]) for r in rows)
-        tgt = max(len(r["labels"]) for r in rows)
-        out = {
-            "input_ids": torch.full((len(rows), src), pad_id),  # (B, S)
-            "attention_mask": torch.zeros((len(rows), src), dtype=torch.long),
-            "labels": torch.full((len(rows), tgt), -100),
-        }  # (B, T)
-        for i, r in enumerate(rows):
-            out["input_ids"][i, : len(r["input_ids"])] = torch.tensor(r["input_ids"])
-            out["attention_mask"][i, : len(r["input_ids"])] = 1
-            out["labels"][i, : len(r["labels"])] = torch.tensor(r["labels"])
-        return out
-
-    return fn
+    Inputs are padded with the tokenizer's pad id (``attention_mask`` 0 there), labels with -100 (ignored
+    by the loss); the model derives ``decoder_input_ids`` from the labels itself (T5 shifts them right).
+    Each batch is ``{"input_ids": (B, S), "attention_mask": (B, S), "labels": (B, T)}`` int64 tensors,
+    S and T the longest source and target in the batch.
+    """
+    return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100, return_tensors="pt")
 
 
 def load_data(cfg: TrainConfig, tokenizer: Any, gen: T5GenerationSettings, accelerator: Any):
@@ -215,10 +208,13 @@ def load_data(cfg: TrainConfig, tokenizer: Any, gen: T5GenerationSettings, accel
 
 
 def make_loaders(
-    cfg: TrainConfig, train_ex: list[dict[str, list[int]]], valid_ex: list[dict[str, list[int]]], pad_id: int
+    cfg: TrainConfig,
+    train_ex: list[dict[str, list[int]]],
+    valid_ex: list[dict[str, list[int]]],
+    tokenizer: Any,
 ) -> tuple[DataLoader, DataLoader]:
     """Shuffled training and ordered validation loaders (validation batches are ``2 * batch_size``)."""
-    pad = collate(pad_id)
+    pad = make_collator(tokenizer)
     # own generators: creating a DataLoader iterator draws a seed, and must not consume the global RNG
     # (whose state, restored by load_state, drives dropout) or a resumed run would diverge
     train_loader = DataLoader(

@@ -1,8 +1,12 @@
 """Train the LSTM seq2seq reply model on dialog JSONL files and write a model directory.
 
-    python -m finetune.train_lstm --train data/dialogs/train.jsonl --valid data/dialogs/valid.jsonl \\
+    python -m finetune.train_lstm --train my/train.jsonl --valid my/valid.jsonl \\
         --output-dir models/lstm [--epochs 10] [--max-minutes 40] [--threads 1] [--resume]
     python -m finetune.train_lstm --preset demo        # the shipped demo data, ~2-3 minutes on 2 cores
+
+From Python, :func:`train_lstm` takes an :class:`LSTMTraining` (every setting, typed); the CLI builds
+one from its flags (:func:`training_from_args`) and :func:`preset_training` from a preset, which is
+what the server's first-run demo calls.
 
 Steps: read dialogs → (context, agent reply) examples → train a SentencePiece tokenizer on the training
 turns → AdamW with linear warmup then linear decay → per epoch: length-bucketed shuffled batches,
@@ -37,28 +41,26 @@ from typing import Any, Literal
 import torch
 from tqdm import tqdm
 
+from assistant import artifacts, demo_data
 from assistant.artifacts import file_sha256
 from assistant.config import add_dataclass_arguments, dataclass_from_args, require
 from assistant.data import read_dialogs
-from assistant.errors import AssistantError, ConfigError
+from assistant.errors import ConfigError, report_errors
 from assistant.generators.base import MANIFEST
 from assistant.generators.decoding import DecodingConfig
 from assistant.generators.lstm import Seq2SeqConfig, Seq2SeqModel
-from assistant.generators.lstm.checkpoint import save_checkpoint
+from assistant.generators.lstm.checkpoint import FORMAT_VERSION, KIND, save_checkpoint
 from assistant.generators.lstm.tokenizer import TOKENIZER_FILE, Tokenizer, TokenizerConfig
 from finetune.cli import add_threads_argument, apply_threads
 from finetune.lstm_data import Batch, collate, encode_examples, load_examples, make_batches
 
-ROOT = Path(__file__).resolve().parent.parent
 STATE_FILE = "last-state.pt"
 LOG_FILE = "train-log.jsonl"
 
 #: ``--preset`` name → changed defaults (explicit flags still win).
 PRESETS: dict[str, dict[str, Any]] = {
     "demo": {  # the shipped demo data: a small model, done in ~2-3 minutes on 2 cores
-        "train": str(ROOT / "data" / "dialogs" / "train.jsonl"),
-        "valid": str(ROOT / "data" / "dialogs" / "valid.jsonl"),
-        "output_dir": str(ROOT / "models" / "lstm-demo"),
+        "output_dir": "models/lstm-demo",  # relative to the working directory
         "vocab_size": 1000,
         "emb_size": 128,
         "hidden_size": 256,
@@ -152,6 +154,32 @@ class TrainConfig:
         )
 
 
+#: ``--preset`` name → its default ``(train, valid)`` files in the package's demo data
+#: (:mod:`assistant.demo_data`, found wherever the project is installed).
+PRESET_DATA: dict[str, tuple[str, str]] = {"demo": (demo_data.DIALOGS["train"], demo_data.DIALOGS["valid"])}
+
+
+@dataclass
+class LSTMTraining:
+    """One LSTM training run, typed: its data, output directory and every setting.
+
+    The CLI builds it from flags (:func:`training_from_args`), :func:`preset_training` from a preset;
+    :func:`train_lstm` runs it.
+    """
+
+    train: Path
+    valid: Path
+    output_dir: Path
+    train_config: TrainConfig = field(default_factory=TrainConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: Seq2SeqConfig = field(default_factory=Seq2SeqConfig)
+    decoding: DecodingConfig = field(default_factory=DecodingConfig)
+    #: continue the run saved in ``output_dir`` (same settings as its first invocation).
+    resume: bool = False
+    #: PyTorch intra-op threads (``None``: PyTorch's default).
+    threads: int | None = None
+
+
 # ----------------------------------------------------------------------------------------------- CLI
 
 
@@ -197,11 +225,75 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if known.preset:
         parser.set_defaults(**PRESETS[known.preset])
     args = parser.parse_args(argv)
+    if known.preset in PRESET_DATA:
+        train, valid = PRESET_DATA[known.preset]
+        args.train = args.train if args.train is not None else demo_data.path(train)
+        args.valid = args.valid if args.valid is not None else demo_data.path(valid)
     for name in ("train", "valid", "output_dir"):
         if getattr(args, name) is None:
             raise ConfigError(f"--{name.replace('_', '-')} is required (or use --preset demo)")
     args.train, args.valid, args.output_dir = Path(args.train), Path(args.valid), Path(args.output_dir)
     return args
+
+
+def training_from_args(args: argparse.Namespace) -> LSTMTraining:
+    """The :class:`LSTMTraining` that parsed flags (:func:`parse_args`) describe.
+
+    Raises:
+        ConfigError: a value fails its config's validation.
+    """
+    return LSTMTraining(
+        train=args.train,
+        valid=args.valid,
+        output_dir=args.output_dir,
+        train_config=dataclass_from_args(TrainConfig, args),
+        tokenizer=dataclass_from_args(TokenizerConfig, args),
+        model=dataclass_from_args(Seq2SeqConfig, args),
+        decoding=dataclass_from_args(DecodingConfig, args, prefix="decode-"),
+        resume=args.resume,
+        threads=args.threads,
+    )
+
+
+def preset_training(
+    name: str,
+    *,
+    output_dir: Path | None = None,
+    train: Path | None = None,
+    valid: Path | None = None,
+    threads: int | None = None,
+) -> LSTMTraining:
+    """The :class:`LSTMTraining` of ``--preset name`` (the same settings the CLI gives it).
+
+    Args:
+        name: a key of :data:`PRESETS`.
+        output_dir, train, valid: override the preset's paths (the demo preset reads the packaged demo
+            dialogs and writes ``models/lstm-demo`` under the working directory).
+        threads: PyTorch threads (``None``: PyTorch's default).
+
+    Raises:
+        ConfigError: an unknown preset, or a preset without data given no ``train`` / ``valid``.
+        DataError: the packaged demo data is missing.
+    """
+    if name not in PRESETS:
+        raise ConfigError(f"unknown LSTM preset {name!r}; presets are {sorted(PRESETS)}")
+    parser = build_parser()
+    parser.set_defaults(**PRESETS[name])
+    args = parser.parse_args([])
+    data = PRESET_DATA.get(name)
+    for attr, given, default in (
+        ("train", train, data and data[0]),
+        ("valid", valid, data and data[1]),
+    ):
+        if given is None and default is None:
+            raise ConfigError(f"preset {name!r} has no {attr} data; give {attr}=PATH")
+        setattr(args, attr, Path(given) if given is not None else demo_data.path(default))
+    if output_dir is not None:
+        args.output_dir = output_dir
+    if args.output_dir is None:
+        raise ConfigError(f"preset {name!r} has no output directory; give output_dir=PATH")
+    args.output_dir, args.threads = Path(args.output_dir), threads
+    return training_from_args(args)
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -326,31 +418,40 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Train as configured by parsed ``args``; returns the training summary written to the manifest."""
+def train_lstm(run: LSTMTraining) -> Path:
+    """Train the LSTM reply model as ``run`` says and write its model directory.
+
+    Writes ``run.output_dir``: the best model by validation loss (``assistant/generators/lstm/checkpoint.py``
+    layout, its manifest recording the whole run), ``last-state.pt`` for ``resume``, ``train-log.jsonl``.
+
+    Returns:
+        ``run.output_dir``.
+
+    Raises:
+        ConfigError: bad settings, nothing to resume, a spent time budget on resume, CUDA unavailable.
+        DataError: unreadable or malformed dialogs.
+    """
     start_time = time.monotonic()
-    train_cfg = dataclass_from_args(TrainConfig, args)
-    tok_cfg = dataclass_from_args(TokenizerConfig, args)
-    model_cfg = dataclass_from_args(Seq2SeqConfig, args)
-    decode_cfg = dataclass_from_args(DecodingConfig, args, prefix="decode-")
+    train_cfg, tok_cfg, model_cfg, decode_cfg = run.train_config, run.tokenizer, run.model, run.decoding
     configs = {"train": train_cfg, "tokenizer": tok_cfg, "seq2seq": model_cfg, "decoding": decode_cfg}
     budget = Budget(60 * train_cfg.max_minutes if train_cfg.max_minutes else math.inf, started=start_time)
-    apply_threads(args.threads)
+    apply_threads(run.threads)
     device = resolve_device(train_cfg.device)
     torch.manual_seed(train_cfg.seed)
-    out: Path = args.output_dir
+    out = Path(run.output_dir)
+    train_path, valid_path = Path(run.train), Path(run.valid)
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / STATE_FILE
 
-    saved = load_train_state(state_path, configs) if args.resume else None
-    tokenizer = prepare_tokenizer(args.train, out, tok_cfg, train_cfg.seed, resume=args.resume)
+    saved = load_train_state(state_path, configs) if run.resume else None
+    tokenizer = prepare_tokenizer(train_path, out, tok_cfg, train_cfg.seed, resume=run.resume)
     train_pairs = encode_examples(
-        load_examples(args.train, model_cfg.max_context_turns, train_cfg.max_train_examples),
+        load_examples(train_path, model_cfg.max_context_turns, train_cfg.max_train_examples),
         tokenizer,
         model_cfg,
     )
     valid_pairs = encode_examples(
-        load_examples(args.valid, model_cfg.max_context_turns), tokenizer, model_cfg
+        load_examples(valid_path, model_cfg.max_context_turns), tokenizer, model_cfg
     )
 
     model = Seq2SeqModel(model_cfg, tokenizer.vocab_size, tokenizer.pad_id).to(device)
@@ -389,8 +490,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     data_info = [
         {"role": role, "path": str(path.resolve()), "sha256": file_sha256(path), "examples": n}
         for role, path, n in (
-            ("train", args.train, len(train_pairs)),
-            ("valid", args.valid, len(valid_pairs)),
+            ("train", train_path, len(train_pairs)),
+            ("valid", valid_path, len(valid_pairs)),
         )
     ]
     stop_reason = "epochs"
@@ -456,7 +557,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f"model in {out}",
         flush=True,
     )
-    return summary
+    return out
 
 
 def load_train_state(path: Path, configs: dict[str, Any]) -> dict[str, Any]:
@@ -605,17 +706,14 @@ def finalize_manifest(out: Path, summary: dict[str, Any]) -> None:
     The best checkpoint's manifest was written when it was saved; this adds the later epochs'
     history under ``training.run``, keeping the figures of the saved model itself unchanged.
     """
-    path = out / MANIFEST
-    if not path.is_file():
+    if not (out / MANIFEST).is_file():
         return
-    manifest = json.loads(path.read_text(encoding="utf-8"))
+    manifest = artifacts.read_manifest(out, MANIFEST, kinds=(KIND,), format_version=FORMAT_VERSION)
     manifest["training"]["run"] = {
         k: summary[k]
         for k in ("epochs_completed", "steps", "stop_reason", "wall_s", "history", "target_tokens_per_s")
     }
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-    tmp.replace(path)
+    artifacts.rewrite_manifest(out, MANIFEST, manifest)
 
 
 def save_train_state(
@@ -639,13 +737,10 @@ def save_train_state(
     tmp.replace(path)
 
 
+@report_errors
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``assistant-train-lstm`` / ``python -m finetune.train_lstm``."""
-    try:
-        run(parse_args(argv))
-    except AssistantError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    train_lstm(training_from_args(parse_args(argv)))
     return 0
 
 

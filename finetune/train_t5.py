@@ -23,7 +23,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -33,9 +32,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from assistant.artifacts import library_versions
 from assistant.config import add_dataclass_arguments, dataclass_from_args
-from assistant.errors import AssistantError, ConfigError
+from assistant.errors import ConfigError, report_errors
 from assistant.generators.t5.adapters import LoraSettings, attach_lora, save_adapter, trainable_parameters
 from assistant.generators.t5.model import (
     T5GenerationSettings,
@@ -157,18 +155,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@report_errors
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point: parse flags, train, write the model directory. Returns 0, or 2 on a bad input."""
     args = build_parser().parse_args(argv)
-    try:
-        apply_threads(args.threads)
-        cfg = dataclass_from_args(TrainConfig, args)
-        gen = dataclass_from_args(T5GenerationSettings, args)
-        lora = dataclass_from_args(LoraSettings, args, prefix="lora-")
-        train(cfg, gen, lora)
-    except AssistantError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    apply_threads(args.threads)
+    cfg = dataclass_from_args(TrainConfig, args)
+    gen = dataclass_from_args(T5GenerationSettings, args)
+    lora = dataclass_from_args(LoraSettings, args, prefix="lora-")
+    train(cfg, gen, lora)
     return 0
 
 
@@ -241,7 +236,6 @@ def build_manifest(
         "train_config": asdict(cfg),
         "data": data_provenance(cfg, counts),
         "parameters": {"trainable": trainable, "total": total},
-        "versions": library_versions("torch", "transformers", "peft", "accelerate"),
     }
 
 
@@ -333,7 +327,7 @@ def train(
         raise ConfigError(f"--resume: no {out / 'checkpoint'} to resume from")
     model, tokenizer = build_model_and_tokenizer(cfg, lora)
     train_ex, valid_ex, counts = load_data(cfg, tokenizer, gen, accelerator)
-    train_loader, valid_loader = make_loaders(cfg, train_ex, valid_ex, tokenizer.pad_token_id)
+    train_loader, valid_loader = make_loaders(cfg, train_ex, valid_ex, tokenizer)
     trainable, total = trainable_parameters(model)
     optimizer = make_optimizer(cfg, model)
     steps_per_epoch, total_steps, epochs = plan_steps(cfg, len(train_ex), accelerator.num_processes)

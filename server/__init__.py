@@ -73,7 +73,7 @@ def create_app(
 
     for module in (chat, rasa, conversations, health, widget):
         app.register_blueprint(module.bp)
-    from server.channels.common import init_channels
+    from server.channels.setup import init_channels
 
     init_channels(app, in_process_worker=start_channel_worker)
     app.after_request(add_cors_headers)

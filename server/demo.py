@@ -1,16 +1,17 @@
 """First-run demo assets: the demo FAQ index and demo LSTM, built once into the instance folder.
 
 On a fresh machine with no model or index configured (``env`` development, ``demo`` on), the
-server builds
+server builds, from the demo data installed with the package (:mod:`assistant.demo_data`),
 
-* ``<instance>/models/demo-index``: the FAQ index of ``data/faq/faq.jsonl``, its confidence
-  threshold calibrated on ``data/faq/queries-dev.jsonl`` (``finetune.build_index``);
-* ``<instance>/models/demo-lstm``: the LSTM reply model trained on ``data/dialogs`` with
-  ``--preset demo`` (``finetune.train_lstm``; a few minutes on 2 CPU cores, progress shown);
+* ``<instance>/models/demo-index``: the FAQ index of ``faq/faq.jsonl``, its confidence threshold
+  calibrated on ``faq/queries-dev.jsonl`` (:func:`finetune.build_index.build_index`);
+* ``<instance>/models/demo-lstm``: the LSTM reply model trained on ``dialogs/`` with the ``demo``
+  preset (:func:`finetune.train_lstm.train_lstm`; a few minutes on 2 CPU cores, progress shown);
 
 and reuses them on every later start. Each is built into a ``.partial`` folder and renamed when
 complete, under a file lock, so an interrupted or concurrent first run never leaves a half-built
-asset that looks finished.
+asset that looks finished. The demo is the one place the server uses ``finetune`` (its typed build and
+training functions); nothing in ``finetune`` imports the server.
 
 It does not train anything else and is never used in production (settings refuse it).
 """
@@ -23,15 +24,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from assistant.errors import DataError, ModelError, RetrievalError
+from assistant import demo_data
+from assistant.errors import AssistantError, ModelError, RetrievalError
 from assistant.generators.base import MANIFEST
 from assistant.retrieval.store import INDEX_MANIFEST
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEMO_FAQ = REPO_ROOT / "data" / "faq" / "faq.jsonl"
-DEMO_QUERIES = REPO_ROOT / "data" / "faq" / "queries-dev.jsonl"
-DEMO_DIALOGS = REPO_ROOT / "data" / "dialogs"
-#: The demo agents' handover macro (``data/demo_scripts.py``); the demo LSTM learns to say it, and the
+#: The demo agents' handover macro (the repository's ``data/demo_scripts.py``); the demo LSTM learns to say it, and the
 #: pipeline flags it ``handoff`` (``PipelineConfig.handoff_replies``) unless the settings name others.
 DEMO_HANDOFF_REPLIES = ("Thanks, I've passed that on. A member of our team will join this chat shortly.",)
 
@@ -40,24 +38,20 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _require_files(*paths: Path) -> None:
-    for path in paths:
-        if not path.is_file():
-            raise DataError(
-                f"{path}: missing; the demo assets are built from the repository's data/ folder "
-                "(or set ASSISTANT_MODEL_DIR / ASSISTANT_INDEX_DIR)"
-            )
-
-
 def _build(
     target: Path,
     done: Callable[[Path], bool],
-    run: Callable[[Path], int],
+    run: Callable[[Path], object],
     what: str,
     error: type[Exception],
     progress: Callable[[str], None],
 ) -> Path:
-    """Build ``target`` with ``run(partial_dir)`` unless ``done(target)``; rename when complete."""
+    """Build ``target`` with ``run(partial_dir)`` unless ``done(target)``; rename when complete.
+
+    Raises:
+        ``error``: ``run`` raised an :class:`AssistantError`, or finished without ``done(partial_dir)``;
+            the partial output is left for inspection and rebuilt on the next start.
+    """
     if done(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -69,11 +63,12 @@ def _build(
             partial = target.with_name(target.name + ".partial")
             shutil.rmtree(partial, ignore_errors=True)
             progress(f"building the {what} in {target} (first run only) ...")
-            code = run(partial)
-            if code != 0 or not done(partial):
-                raise error(
-                    f"building the {what} failed (exit code {code}); partial output left in {partial}"
-                )
+            try:
+                run(partial)
+            except AssistantError as e:
+                raise error(f"building the {what} failed: {e}; partial output left in {partial}") from e
+            if not done(partial):
+                raise error(f"building the {what} finished without a complete result in {partial}")
             if target.exists():
                 shutil.rmtree(target)
             partial.rename(target)
@@ -87,15 +82,16 @@ def ensure_demo_index(instance_dir: Path, progress: Callable[[str], None] = _std
     """The demo FAQ index directory, built on first use.
 
     Raises:
-        DataError: the demo FAQ or query file is missing.
-        RetrievalError: ``finetune.build_index`` failed.
+        DataError: the packaged demo FAQ or query file is missing.
+        RetrievalError: building the index failed.
     """
-    _require_files(DEMO_FAQ, DEMO_QUERIES)
+    faq, queries = demo_data.path(demo_data.FAQ), demo_data.path(demo_data.QUERIES)
 
-    def run(out: Path) -> int:
-        from finetune import build_index
+    def run(out: Path) -> None:
+        from assistant.retrieval.config import RetrieverConfig
+        from finetune.build_index import build_index
 
-        return build_index.main(["--faq", str(DEMO_FAQ), "--queries", str(DEMO_QUERIES), "--out", str(out)])
+        build_index(faq, out, RetrieverConfig(), queries=queries, progress=True, log=progress)
 
     def done(path: Path) -> bool:
         return (path / INDEX_MANIFEST).is_file()
@@ -106,21 +102,19 @@ def ensure_demo_index(instance_dir: Path, progress: Callable[[str], None] = _std
 
 
 def ensure_demo_model(instance_dir: Path, progress: Callable[[str], None] = _stderr) -> Path:
-    """The demo LSTM model directory, trained on first use (``--preset demo``, a few minutes on CPU).
+    """The demo LSTM model directory, trained on first use (the ``demo`` preset, a few minutes on CPU).
 
     Raises:
-        DataError: a demo dialog file is missing.
-        ModelError: ``finetune.train_lstm`` failed.
+        DataError: a packaged demo dialog file is missing.
+        ModelError: training failed.
     """
-    train, valid = DEMO_DIALOGS / "train.jsonl", DEMO_DIALOGS / "valid.jsonl"
-    _require_files(train, valid)
+    for split in ("train", "valid"):
+        demo_data.path(demo_data.DIALOGS[split])  # a broken install fails here, not mid-build
 
-    def run(out: Path) -> int:
-        from finetune import train_lstm
+    def run(out: Path) -> None:
+        from finetune.train_lstm import preset_training, train_lstm
 
-        return train_lstm.main(
-            ["--train", str(train), "--valid", str(valid), "--output-dir", str(out), "--preset", "demo"]
-        )
+        train_lstm(preset_training("demo", output_dir=out))
 
     def done(path: Path) -> bool:
         return (path / MANIFEST).is_file()

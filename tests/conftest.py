@@ -1,4 +1,10 @@
-"""Shared test fixtures: demo and shared data paths; a real Redis, pipeline and app for the server tests."""
+"""Shared test fixtures: demo and shared data paths; a real Redis, pipeline and app for the server tests.
+
+Tests that need the public sets in ``../shared/data`` use the ``shared_data`` fixture or the
+``shared_data`` marker: they are skipped, with the reason, when the folder is absent (a clone on its
+own), and fail instead when ``REQUIRE_SHARED_DATA=1`` (CI, where it must be present: ``.ci/run``).
+``SHARED_DATA_DIR`` points at the folder when it is not ``../shared/data`` beside the checkout.
+"""
 
 from __future__ import annotations
 
@@ -11,26 +17,58 @@ from typing import Any
 
 import pytest
 
+from assistant import demo_data as demo_data_package
 from assistant.generators.base import Generation, GenerationRequest, Generator
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "data"
-DEMO_DATA = ROOT / "data"
-T5_TOKENIZER = SHARED_DATA / "models" / "t5-small-tokenizer"
+SHARED_DATA = Path(os.environ.get("SHARED_DATA_DIR") or ROOT.parent / "shared" / "data")
+DEMO_DATA = demo_data_package.directory()
+#: the real t5-small tokenizer (32,100 pieces), for the tests that check T5's own vocabulary.
+T5_SMALL_TOKENIZER = SHARED_DATA / "models" / "t5-small-tokenizer"
+
+
+def _require_shared_data() -> Path:
+    """``SHARED_DATA`` if present; else skip the test, or fail it under ``REQUIRE_SHARED_DATA=1``."""
+    if SHARED_DATA.is_dir():
+        return SHARED_DATA
+    reason = f"needs the public data sets in {SHARED_DATA} (../shared/data beside the checkout), absent here"
+    if os.environ.get("REQUIRE_SHARED_DATA") == "1":
+        pytest.fail(f"REQUIRE_SHARED_DATA=1 but a test {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses the ``shared_data`` fixture ``shared_data``, so ``-m`` can select it."""
+    for item in items:
+        if "shared_data" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.shared_data)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip (or fail, under ``REQUIRE_SHARED_DATA=1``) ``shared_data`` tests when the folder is absent."""
+    if item.get_closest_marker("shared_data") is not None:
+        _require_shared_data()
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data``: the public sets in canonical formats (present on CI beside the checkout)."""
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"{SHARED_DATA} is missing: the tests need ../shared/data beside the checkout")
-    return SHARED_DATA
+    return _require_shared_data()
 
 
 @pytest.fixture(scope="session")
 def demo_data() -> Path:
-    """``data/``: the demo FAQ and dialogs the project ships."""
+    """The demo FAQ, queries and dialogs the project ships (package data of ``assistant.demo_data``)."""
     return DEMO_DATA
+
+
+@pytest.fixture(scope="session")
+def t5_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small T5 tokenizer trained on the demo data (no download, no ``../shared``); see
+    :func:`tests.tiny_t5_tokenizer.build_tiny_t5_tokenizer`."""
+    from tests.tiny_t5_tokenizer import build_tiny_t5_tokenizer
+
+    return build_tiny_t5_tokenizer(DEMO_DATA, tmp_path_factory.mktemp("t5-tokenizer"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,9 +118,9 @@ def demo_faq_index():
     from assistant.data import read_faq, read_queries
     from assistant.retrieval.index import FaqIndex, RetrieverConfig
 
-    entries = read_faq(DEMO_DATA / "faq" / "faq.jsonl")
+    entries = read_faq(DEMO_DATA / demo_data_package.FAQ)
     index = FaqIndex.build(entries, RetrieverConfig(method="bm25"))
-    index.calibrate(read_queries(DEMO_DATA / "faq" / "queries-dev.jsonl", [e.id for e in entries]))
+    index.calibrate(read_queries(DEMO_DATA / demo_data_package.QUERIES, [e.id for e in entries]))
     return index
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -32,8 +33,17 @@ REQUESTS = [
 ]
 
 
+@dataclass
+class Original:
+    """The model as trained (before any save), its tokenizer, and the directory it was saved to."""
+
+    model: Seq2SeqModel
+    tokenizer: Tokenizer
+    directory: Path
+
+
 @pytest.fixture(scope="module")
-def saved(tmp_path_factory) -> Path:
+def original(tmp_path_factory) -> Original:
     torch.manual_seed(0)
     tokenizer = Tokenizer.train(CORPUS, TokenizerConfig(vocab_size=100))
     model = Seq2SeqModel(
@@ -54,28 +64,33 @@ def saved(tmp_path_factory) -> Path:
         data=[{"role": "train", "path": "x.jsonl", "sha256": "0" * 64, "examples": 3}],
         training={"target_tokens_per_s": 123.0},
     )
-    return directory
+    return Original(model.eval(), tokenizer, directory)
+
+
+@pytest.fixture(scope="module")
+def saved(original: Original) -> Path:
+    return original.directory
 
 
 def copy_of(saved: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(saved, tmp_path / "copy"))
 
 
-def test_round_trip_gives_the_same_outputs(saved: Path) -> None:
-    checkpoint = load_checkpoint(saved)
-    reloaded = LSTMGenerator(checkpoint.model, checkpoint.tokenizer, checkpoint.decoding_config)
-    again = load_checkpoint(saved)
-    src = torch.randint(4, checkpoint.tokenizer.vocab_size, (2, 6))
-    tgt = torch.randint(4, checkpoint.tokenizer.vocab_size, (2, 4))
+def test_round_trip_gives_the_same_outputs(original: Original) -> None:
+    checkpoint = load_checkpoint(original.directory)
+    src = torch.randint(4, original.tokenizer.vocab_size, (2, 6))
+    tgt = torch.randint(4, original.tokenizer.vocab_size, (2, 4))
     lengths = torch.tensor([6, 4])
     with torch.no_grad():
-        assert torch.equal(checkpoint.model(src, lengths, tgt), again.model(src, lengths, tgt))
-    generator = load_generator(saved, beam_size=2)  # dispatch through the manifest's kind
+        before = original.model(src, lengths, tgt)  # (2, 4, V) logits of the model as trained
+        assert torch.equal(checkpoint.model(src, lengths, tgt), before)
+    as_trained = LSTMGenerator(original.model, original.tokenizer, DecodingConfig(max_len=10))
+    generator = load_generator(original.directory, beam_size=2)  # dispatch through the manifest's kind
     assert isinstance(generator, LSTMGenerator) and generator.decoding.beam_size == 2
-    greedy = load_lstm_generator(saved).generate(REQUESTS)
-    assert greedy == reloaded.generate(REQUESTS)
+    greedy = load_lstm_generator(original.directory).generate(REQUESTS)
+    assert greedy == as_trained.generate(REQUESTS)
     assert len(greedy) == 3 and all(0.0 <= g.confidence <= 1.0 for g in greedy)
-    assert generator.score(REQUESTS, ["a", "b", "c"]) == reloaded.score(REQUESTS, ["a", "b", "c"])
+    assert generator.score(REQUESTS, ["a", "b", "c"]) == as_trained.score(REQUESTS, ["a", "b", "c"])
 
 
 def test_generator_is_batch_invariant(saved: Path) -> None:
@@ -116,6 +131,18 @@ def test_vocab_size_mismatch_is_named(saved: Path, tmp_path: Path) -> None:
     manifest["files"].update({n: file_sha256(directory / n) for n in ("tokenizer.model", "config.json")})
     (directory / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(CheckpointError, match="vocabulary size mismatch"):
+        load_checkpoint(directory)
+
+
+def test_weights_that_do_not_fit_the_config_are_named(saved: Path, tmp_path: Path) -> None:
+    directory = copy_of(saved, tmp_path)
+    config = json.loads((directory / "config.json").read_text())
+    config["seq2seq"]["hidden_size"] = 48  # the stored weights were trained with 32
+    (directory / "config.json").write_text(json.dumps(config))
+    manifest = json.loads((directory / MANIFEST).read_text())
+    manifest["files"]["config.json"] = file_sha256(directory / "config.json")
+    (directory / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="weights do not fit the configured model .*size mismatch"):
         load_checkpoint(directory)
 
 

@@ -20,8 +20,9 @@ from assistant.retrieval.conversational import (
     selection_metrics,
 )
 from assistant.retrieval.detection import detection_metrics, fit_detector
-from assistant.retrieval.index import FaqIndex, RetrieverConfig, rebuild_index
+from assistant.retrieval.index import FaqIndex, RetrieverConfig
 from assistant.retrieval.labels import KnowledgeTurn
+from assistant.retrieval.rebuild import rebuild_index
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Validate the demo data shipped in ``data/`` (Parcelo FAQ, dev queries, support dialogs).
+"""Validate the demo data shipped in ``assistant/demo_data/`` (Parcelo FAQ, dev queries, support dialogs).
 
 Reads every file with the project's own readers (``assistant.data``), checks the minimum sizes the
 first-run demo relies on, that queries and FAQ texts do not overlap (so the dev set measures
@@ -19,6 +19,8 @@ import pytest
 from assistant.data import Dialog, FaqEntry, Query, read_dialogs, read_faq, read_queries
 
 SPLITS = ("train", "valid", "test")
+#: the dialog generator: a development script in the repository's data/ folder (not installed)
+GENERATOR = Path(__file__).resolve().parent.parent / "data" / "build_demo_dialogs.py"
 MIN_FAQ_ENTRIES = 45
 MIN_DIALOGS = 300
 MIN_OUT_OF_SCOPE = 30
@@ -159,10 +161,10 @@ def test_dev_queries_are_not_dialog_turns(dialogs: dict[str, list[Dialog]], quer
     assert not leaked, f"dev queries appear as dialog turns: {leaked[:5]}"
 
 
-def _run_generator(demo_data: Path, *args: str) -> subprocess.CompletedProcess:
+def _run_generator(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONHASHSEED": "12345"}  # output must not depend on hash order
     return subprocess.run(
-        [sys.executable, str(demo_data / "build_demo_dialogs.py"), *args],
+        [sys.executable, str(GENERATOR), *args],
         check=False,
         capture_output=True,
         text=True,
@@ -172,15 +174,15 @@ def _run_generator(demo_data: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_generator_reproduces_committed_dialogs(demo_data: Path, tmp_path: Path) -> None:
-    result = _run_generator(demo_data, "--out-dir", str(tmp_path))
+    result = _run_generator("--out-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
     for name in SPLITS:
         committed = (demo_data / "dialogs" / f"{name}.jsonl").read_bytes()
         assert (tmp_path / f"{name}.jsonl").read_bytes() == committed, f"{name}.jsonl differs from a rerun"
 
 
-def test_generator_rejects_missing_faq(demo_data: Path, tmp_path: Path) -> None:
-    result = _run_generator(demo_data, "--faq", str(tmp_path / "nope.jsonl"), "--out-dir", str(tmp_path))
+def test_generator_rejects_missing_faq(tmp_path: Path) -> None:
+    result = _run_generator("--faq", str(tmp_path / "nope.jsonl"), "--out-dir", str(tmp_path))
     assert result.returncode == 2
     assert result.stderr.startswith("error:") and "nope.jsonl" in result.stderr
     assert not list(tmp_path.glob("*.jsonl"))

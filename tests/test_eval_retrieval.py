@@ -116,7 +116,15 @@ def test_cli_from_faq_writes_json_and_markdown(tmp_path: Path) -> None:
     report = json.loads(out_json.read_text())
     (row,) = report["results"]
     assert report["n_calibration_queries"] + report["n_evaluation_queries"] == len(QUERIES)
-    assert row["method"] == "bm25" and row["n_out_of_scope"] == 2 and 0 <= row["hit@1"] <= row["hit@5"] <= 1
+    # the same figures computed here: the evaluation half of the split, ranked by a BM25 index of the FAQ
+    _, evaluation = eval_retrieval.split_queries([Query(t, f) for t, f in QUERIES], 0.5)
+    in_scope = [q for q in evaluation if q.faq_id is not None]
+    index = FaqIndex.from_faq_file(faq, RetrieverConfig(method="bm25"))
+    ranked = [[h.faq_id for h in index.search(q.text, k=5)] for q in in_scope]
+    assert row["method"] == "bm25" and row["n_queries"] == len(evaluation) == 5
+    assert row["n_out_of_scope"] == 2
+    assert row["hit@1"] == pytest.approx(sum(r[0] == q.faq_id for r, q in zip(ranked, in_scope)) / 3)
+    assert row["hit@5"] == pytest.approx(sum(q.faq_id in r for r, q in zip(ranked, in_scope)) / 3)
     assert {"oos_recall", "oos_precision", "oos_auroc", "threshold", "queries_per_s"} <= set(row)
     table = out_md.read_text()
     assert table.startswith("### tiny") and "| OOS recall |" in table and "\n| bm25 |" in table
@@ -140,6 +148,26 @@ def test_cli_evaluates_saved_indexes_at_their_threshold(tmp_path: Path) -> None:
     in_scope = [(t, f) for t, f in QUERIES if f is not None]
     right = sum(index.search(t)[0].faq_id == f for t, f in in_scope)
     assert row["hit@1"] == pytest.approx(right / len(in_scope))
+
+
+def test_cli_metrics_on_a_known_case(tmp_path: Path) -> None:
+    """Eight in-scope queries share words with their own entry only; one shipping question is worded like
+    a refund ("want", "money", "back" all in the refund example "I want my money back"; "parcel" in two
+    shipping texts), so BM25 ranks its entry second. Expected: hit@1 = 8/9, hit@5 = 9/9,
+    MRR@10 = (8 + 1/2)/9. ("refund please" is left out: "please" ties it between two entries.)"""
+    faq = _write(tmp_path / "faq.jsonl", FAQ)
+    FaqIndex.from_faq_file(faq, RetrieverConfig(method="bm25")).save(tmp_path / "idx")
+    known = [(t, f) for t, f in QUERIES if t != "refund please"]
+    known.append(("my parcel never came, I want my money back", "ship"))
+    queries = _write(tmp_path / "q.jsonl", [{"text": t, "faq_id": f} for t, f in known])
+    out_json = tmp_path / "r.json"
+    argv = ["--index", str(tmp_path / "idx"), "--queries", str(queries), "--json", str(out_json)]
+    assert eval_retrieval.main(argv) == 0
+    (row,) = json.loads(out_json.read_text())["results"]
+    assert row["n_queries"] == 13 and row["n_out_of_scope"] == 4 and row["threshold"] is None
+    assert row["hit@1"] == pytest.approx(8 / 9)
+    assert row["hit@5"] == pytest.approx(1.0)
+    assert row["mrr@10"] == pytest.approx(8.5 / 9)
 
 
 def test_cli_error_exit_on_a_query_naming_an_unknown_id(

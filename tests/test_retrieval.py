@@ -10,7 +10,8 @@ import pytest
 
 from assistant.data import Query
 from assistant.errors import ConfigError, DataError, RetrievalError
-from assistant.retrieval.index import FaqIndex, RetrieverConfig, rebuild_index
+from assistant.retrieval.index import FaqIndex, RetrieverConfig
+from assistant.retrieval.rebuild import rebuild_index
 from assistant.retrieval.store import INDEX_MANIFEST, INDEX_SUBDIR
 from finetune import build_index
 
@@ -251,12 +252,13 @@ def test_build_index_warns_when_calibration_has_no_out_of_scope_queries(
 ) -> None:
     args = ["--faq", str(faq_file), "--method", "bm25"]
     with_oos = write_jsonl(tmp_path / "q.jsonl", [{"text": t, "faq_id": f} for t, f in QUERIES])
-    assert any(f is None for _, f in QUERIES)
     assert build_index.main([*args, "--queries", str(with_oos), "--out", str(tmp_path / "a")]) == 0
     assert "warning" not in capsys.readouterr().err
+    assert FaqIndex.load(tmp_path / "a").calibration["report"]["n_out_of_scope"] == 4  # the 4 faq_id nulls
     in_scope_only = write_jsonl(tmp_path / "q2.jsonl", [{"text": t, "faq_id": f} for t, f in QUERIES if f])
     assert build_index.main([*args, "--queries", str(in_scope_only), "--out", str(tmp_path / "b")]) == 0
     assert "no out-of-scope examples" in capsys.readouterr().err
+    assert FaqIndex.load(tmp_path / "b").calibration["report"]["n_out_of_scope"] == 0
 
 
 def test_derive_refuses_build_time_changes(bm25_index: FaqIndex) -> None:

@@ -216,3 +216,12 @@ def test_the_printed_curl_line_works_when_pasted(tmp_path, redis_server, index_d
     finally:
         server.terminate()
         server.communicate(timeout=30)
+
+
+def test_a_bad_settings_flag_gets_the_same_message_as_its_environment_variable(capsys, monkeypatch):
+    assert main(["serve", "--history-max-turns", "many"]) == 2
+    flag_error = capsys.readouterr().err
+    assert "history_max_turns = 'many' is not an integer" in flag_error
+    monkeypatch.setenv("ASSISTANT_HISTORY_MAX_TURNS", "many")
+    assert main(["serve"]) == 2
+    assert "ASSISTANT_HISTORY_MAX_TURNS = 'many' is not an integer" in capsys.readouterr().err

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from assistant.errors import ModelError
+from assistant.errors import DataError, ModelError
 from server.demo import _build, ensure_demo_index
 
 
@@ -14,16 +14,22 @@ def test_a_failed_build_leaves_no_asset_that_looks_finished(tmp_path):
     def run(out):
         out.mkdir(parents=True)
         (out / "half-written").write_text("x")
-        return 1
+        raise DataError("the dialogs file is malformed")
 
-    with pytest.raises(ModelError, match="exit code 1"):
+    with pytest.raises(ModelError, match="building the thing failed: the dialogs file is malformed"):
         _build(target, lambda p: (p / "done").is_file(), run, "thing", ModelError, lambda m: None)
     assert not target.exists() and (tmp_path / "models" / "thing.partial" / "half-written").is_file()
+
+    def run_incomplete(out):
+        out.mkdir(parents=True)
+
+    with pytest.raises(ModelError, match="finished without a complete result"):
+        _build(target, lambda p: (p / "done").is_file(), run_incomplete, "thing", ModelError, print)
+    assert not target.exists()
 
     def run_ok(out):
         out.mkdir(parents=True)
         (out / "done").write_text("ok")
-        return 0
 
     messages = []
     assert (

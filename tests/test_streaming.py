@@ -104,7 +104,9 @@ def test_default_stream_passes_the_whole_reply_once():
 
 
 @pytest.mark.slow
-def test_t5_stream_equals_generate(tmp_path):
+def test_t5_stream_equals_generate(tmp_path, t5_tokenizer_dir):
+    import dataclasses
+
     from assistant.generators.t5.model import (
         PRESETS,
         T5GenerationSettings,
@@ -112,10 +114,10 @@ def test_t5_stream_equals_generate(tmp_path):
         build_model,
         load_tokenizer,
     )
-    from tests.conftest import T5_TOKENIZER
 
-    tokenizer = load_tokenizer(T5_TOKENIZER)
-    model = build_model(PRESETS["tiny"].to_hf(), tokenizer, seed=0).eval()
+    tokenizer = load_tokenizer(t5_tokenizer_dir)  # trained on the demo data (tests/tiny_t5_tokenizer.py)
+    config = dataclasses.replace(PRESETS["tiny"], vocab_size=len(tokenizer))  # every row a real token
+    model = build_model(config.to_hf(), tokenizer, seed=0).eval()
     for beams in (1, 2):
         generator = T5Generator(model, tokenizer, T5GenerationSettings(max_target_len=12, beam_size=beams))
         for request in REQUESTS:

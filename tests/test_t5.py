@@ -1,7 +1,9 @@
-"""T5 model, LoRA adapters and T5 generator: a tiny config with the real t5-small tokenizer (CPU)."""
+"""T5 model, LoRA adapters and T5 generator: a tiny config with a small tokenizer trained on the demo data
+(CPU); one test checks the markers against the real t5-small tokenizer in ../shared/data."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -30,18 +32,20 @@ from assistant.generators.t5.model import (
     resolve_model_config,
     write_manifest,
 )
-from tests.conftest import T5_TOKENIZER
+from tests.conftest import T5_SMALL_TOKENIZER
 
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    return load_tokenizer(T5_TOKENIZER)
+def tokenizer(t5_tokenizer_dir):
+    return load_tokenizer(t5_tokenizer_dir)
 
 
 def tiny_model(tokenizer, seed: int = 0):
-    return build_model(PRESETS["tiny"].to_hf(), tokenizer, seed=seed).eval()
+    """The ``tiny`` preset with one embedding row per token (so generation stays within the tokenizer)."""
+    config = dataclasses.replace(PRESETS["tiny"], vocab_size=len(tokenizer))
+    return build_model(config.to_hf(), tokenizer, seed=seed).eval()
 
 
 def randomize_adapter(model, name: str, seed: int) -> None:
@@ -88,11 +92,13 @@ REQUESTS = [
 ]
 
 
-def test_markers_are_single_tokens_and_input_is_cut_from_the_left(tokenizer):
+def test_markers_are_single_tokens_and_input_is_cut_from_the_left(tokenizer, t5_tokenizer_dir):
+    from transformers import AutoTokenizer
+
     ids = tokenizer("<customer> hi <agent> yes <faq> answer").input_ids
     tokens = tokenizer.convert_ids_to_tokens(ids)
     assert tokens.count("<customer>") == tokens.count("<agent>") == tokens.count("<faq>") == 1
-    assert len(tokenizer) == 32103  # 32,100 + 3 markers, within t5's 32,128 embedding rows
+    assert len(tokenizer) == len(AutoTokenizer.from_pretrained(str(t5_tokenizer_dir))) + 3  # the 3 markers
     gen = T5Generator(tiny_model(tokenizer), tokenizer, T5GenerationSettings(max_source_len=8))
     enc = gen.encode([REQUESTS[1]])
     assert enc["input_ids"].shape == (1, 8)
@@ -103,6 +109,15 @@ def test_markers_are_single_tokens_and_input_is_cut_from_the_left(tokenizer):
     assert (
         kept.startswith("<customer> book a table") and "<agent>" not in kept and "<faq> We open at 9." in kept
     )
+
+
+@pytest.mark.shared_data
+def test_markers_fit_in_the_unused_rows_of_the_real_t5_vocabulary():
+    tokenizer = load_tokenizer(T5_SMALL_TOKENIZER)
+    tokens = tokenizer.convert_ids_to_tokens(tokenizer("<customer> hi <agent> yes <faq> answer").input_ids)
+    assert tokens.count("<customer>") == tokens.count("<agent>") == tokens.count("<faq>") == 1
+    assert len(tokenizer) == 32103  # 32,100 + 3 markers, within t5's 32,128 embedding rows
+    assert len(tokenizer) <= PRESETS["star-small"].vocab_size
 
 
 def test_lora_trainable_parameter_count_equals_count_from_config(tokenizer):
@@ -195,7 +210,9 @@ def test_two_adapters_on_one_base_give_each_its_own_outputs(tokenizer, tmp_path)
     ]
     assert [g.text for g in mixed] == [g.text for g in expected]
     assert [g.confidence for g in mixed] == pytest.approx([g.confidence for g in expected], rel=1e-4)
-    assert len({g.text for g in mixed}) == 3, "each adapter (and the base) must give its own reply"
+    # a random tiny model may say the same words under two adapters; their probabilities still differ
+    outputs = {(g.text, round(g.confidence, 4)) for g in mixed}
+    assert len(outputs) == 3, f"each adapter (and the base) must give its own reply: {outputs}"
     # teacher-forced scores follow the selection too
     nll = [
         both.score([request], ["Your balance is 10 dollars."], adapters=[a])[0]
@@ -226,7 +243,7 @@ def test_greedy_and_beam_are_batched_consistently_with_confidence_in_range(token
 
 def test_config_and_tokenizer_mismatch_errors(tokenizer, tmp_path):
     small = T5ModelConfig(
-        d_model=32, d_ff=64, d_kv=8, num_layers=1, num_decoder_layers=1, num_heads=2, vocab_size=1000
+        d_model=32, d_ff=64, d_kv=8, num_layers=1, num_decoder_layers=1, num_heads=2, vocab_size=100
     ).to_hf()
     with pytest.raises(ModelError, match="vocab_size"):
         build_model(small, tokenizer)
@@ -235,7 +252,7 @@ def test_config_and_tokenizer_mismatch_errors(tokenizer, tmp_path):
     from transformers import T5ForConditionalGeneration
 
     T5ForConditionalGeneration(small).save_pretrained(tmp_path / "small")
-    with pytest.raises(CheckpointError, match="32103 tokens"):
+    with pytest.raises(CheckpointError, match=f"{len(tokenizer)} tokens"):
         load_base_model(tmp_path / "small", tokenizer)
     with pytest.raises(ConfigError, match="preset"):
         resolve_model_config("no-such-preset")

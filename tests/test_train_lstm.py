@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from assistant import demo_data
 from assistant.data import Turn
 from assistant.generators.base import MANIFEST, GenerationRequest
 from assistant.generators.loader import load_generator
@@ -158,7 +159,44 @@ def test_presets_only_change_defaults() -> None:
 
     args = parse_args(["--preset", "demo", "--emb-size", "64"])
     assert args.emb_size == 64 and args.hidden_size == PRESETS["demo"]["hidden_size"]
-    assert str(args.train).endswith("data/dialogs/train.jsonl")
+    assert args.train == demo_data.path(demo_data.DIALOGS["train"])  # the packaged demo data
+    assert args.output_dir == Path("models/lstm-demo")  # under the working directory
+
+
+def test_preset_training_is_what_the_cli_builds_and_train_lstm_runs_it(dialogs, tmp_path: Path) -> None:
+    from assistant.errors import ConfigError
+    from assistant.generators.lstm import Seq2SeqConfig
+    from assistant.generators.lstm.tokenizer import TokenizerConfig
+    from finetune.train_lstm import (
+        LSTMTraining,
+        TrainConfig,
+        parse_args,
+        preset_training,
+        train_lstm,
+        training_from_args,
+    )
+
+    typed = preset_training("demo", output_dir=tmp_path / "demo")
+    assert typed == training_from_args(
+        parse_args(["--preset", "demo", "--output-dir", str(tmp_path / "demo")])
+    )
+    assert typed.model.hidden_size == PRESETS["demo"]["hidden_size"] and typed.train_config.max_minutes == 3.0
+    with pytest.raises(ConfigError, match="unknown LSTM preset 'nope'"):
+        preset_training("nope")
+    with pytest.raises(ConfigError, match="preset 'star' has no train data"):
+        preset_training("star", output_dir=tmp_path)
+    # the typed call the server's demo makes, on tiny settings
+    run = LSTMTraining(
+        dialogs[0],
+        dialogs[1],
+        tmp_path / "typed",
+        train_config=TrainConfig(epochs=1, max_train_examples=16, device="cpu"),
+        tokenizer=TokenizerConfig(vocab_size=120),
+        model=Seq2SeqConfig(emb_size=16, hidden_size=32, max_source_len=60, max_target_len=40),
+        threads=1,
+    )
+    assert train_lstm(run) == tmp_path / "typed"
+    assert load_checkpoint(tmp_path / "typed").manifest["training"]["run"]["stop_reason"] == "epochs"
 
 
 def test_lr_schedule_warms_up_then_decays_by_steps_or_time() -> None:

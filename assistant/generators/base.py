@@ -1,13 +1,14 @@
-"""The reply-generator interface shared by every reply model, and loading one from a model directory.
+"""The reply-generator interface shared by every reply model, and reading a model directory's manifest.
 
 A generator turns a conversation (and optionally an FAQ entry to ground on) into a reply with a
 confidence. The LSTM seq2seq model (``assistant/generators/lstm/generator.py``), T5 with LoRA adapters
 (``assistant/generators/t5/model.py``) and the retrieval baseline (``assistant/generators/baseline.py``) implement it, so the
 pipeline, the server and the evaluation treat them alike.
 
-Every model directory holds a ``assistant.json`` manifest whose ``kind`` names the implementation;
-:func:`assistant.generators.loader.load_generator` reads it and hands the directory to that
-implementation's loader. This module does not know how any model works.
+Every model directory holds a ``assistant.json`` manifest whose ``kind`` names the implementation
+(written and read by :mod:`assistant.artifacts`); :func:`assistant.generators.loader.load_generator`
+reads it and hands the directory to that implementation's loader. This module does not know how any
+model works.
 
 Streaming: :meth:`Generator.stream` generates one reply and hands its text to a callback piece by
 piece as it is decoded (the LSTM token by token, T5 through transformers' streamer); the default
@@ -18,14 +19,14 @@ sequence into those pieces.
 from __future__ import annotations
 
 import abc
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from assistant import artifacts
 from assistant.data import FaqEntry, Turn
-from assistant.errors import CheckpointError, ModelError
+from assistant.errors import ModelError
 
 #: File name of the manifest every model directory carries.
 MANIFEST = "assistant.json"
@@ -150,27 +151,13 @@ class TextPieces:
 
 
 def read_manifest(model_dir: str | Path) -> dict[str, Any]:
-    """Read and minimally validate a model directory's ``assistant.json``.
+    """Read a model directory's ``assistant.json`` and check that its ``kind`` is one of :data:`KINDS`
+    (:func:`assistant.artifacts.read_manifest`).
 
     Raises:
         CheckpointError: the directory or manifest is missing, not JSON, or has no known ``kind``.
     """
-    model_dir = Path(model_dir)
-    path = model_dir / MANIFEST
-    if not model_dir.is_dir():
-        raise CheckpointError(f"{model_dir}: not a directory (expected a model directory with {MANIFEST})")
-    if not path.is_file():
-        raise CheckpointError(
-            f"{model_dir}: no {MANIFEST}; this is not a model directory written by this project"
-        )
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e})") from e
-    kind = manifest.get("kind") if isinstance(manifest, dict) else None
-    if kind not in KINDS:
-        raise CheckpointError(f"{path}: 'kind' must be one of {sorted(KINDS)}, got {kind!r}")
-    return manifest
+    return artifacts.read_manifest(model_dir, MANIFEST, kinds=KINDS)
 
 
 def read_manifest_of_kind(model_dir: str | Path, kind: str, format_version: int) -> dict[str, Any]:
@@ -180,13 +167,4 @@ def read_manifest_of_kind(model_dir: str | Path, kind: str, format_version: int)
         CheckpointError: as :func:`read_manifest`, or another kind, or a format version this code
             does not read.
     """
-    manifest = read_manifest(model_dir)
-    path = Path(model_dir) / MANIFEST
-    if manifest["kind"] != kind:
-        raise CheckpointError(f"{path}: kind is {manifest['kind']!r}, expected {kind!r}")
-    if manifest.get("format_version") != format_version:
-        raise CheckpointError(
-            f"{path}: format_version {manifest.get('format_version')!r} is not supported "
-            f"(this code reads format_version {format_version})"
-        )
-    return manifest
+    return artifacts.read_manifest(model_dir, MANIFEST, kinds=KINDS, kind=kind, format_version=format_version)

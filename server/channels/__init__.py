@@ -8,7 +8,7 @@ through the helpdesk's API, exactly once → **hand off** through the helpdesk's
 stay silent until the conversation is handed back.
 
 Modules: ``config.py`` (the ``channels`` setting), ``common.py`` (the extension, shared webhook
-steps), ``chatwoot.py`` / ``sunshine.py`` (webhooks and API adapters), ``state.py`` (Redis keys),
-``queue.py`` (Dramatiq), ``jobs.py`` (the turn job), ``http.py`` (API calls and their failure
+steps), ``setup.py`` (``init_channels``: blueprints, queue, worker), ``chatwoot.py`` /
+``sunshine.py`` (webhooks and API adapters), ``state.py`` (Redis keys), ``queue.py`` (Dramatiq), ``jobs.py`` (the turn job), ``http.py`` (API calls and their failure
 classes). Set-up guides: ``docs/integrations/``.
 """

@@ -13,7 +13,7 @@
 * ``assistant worker`` runs helpdesk channel jobs; ``assistant channels`` prints their counters and
   failures (``server/cli/worker.py``).
 * ``assistant index rebuild --index-dir D --faq FILE`` rebuilds an FAQ index from a new FAQ file with
-  the index's own retriever config (``assistant.retrieval.index.rebuild_index``); restart the server after.
+  the index's own retriever config (``assistant.retrieval.rebuild.rebuild_index``); restart the server after.
 
 Exit codes: 0 ok, 2 on a configuration or data error (``error: <message>`` on stderr, no traceback),
 1 from ``replay`` when a request did not answer 200.
@@ -31,16 +31,18 @@ import sys
 import uuid
 from typing import Any
 
-from assistant.errors import AssistantError, ConfigError
+from assistant.errors import ConfigError, report_errors
 from server.cli import replay, worker
 from server.cli.client import HttpClient
 from server.settings import ENVIRONMENTS, Settings, env_var
 
-_TYPES = {"int": int, "float": float, "str": str}
-
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
-    """One ``--flag`` per setting; absent flags leave the setting to the environment / default."""
+    """One ``--flag`` per setting; absent flags leave the setting to the environment / default.
+
+    Values stay strings here: :func:`server.settings.load_settings` converts and validates them as it does
+    the environment's, so a bad flag gets the same message as a bad variable.
+    """
     group = parser.add_argument_group("settings", "each also read from its environment variable")
     for f in dataclasses.fields(Settings):
         flag = "--" + f.name.replace("_", "-")
@@ -65,7 +67,8 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
             group.add_argument(
                 flag,
                 dest=f.name,
-                type=_TYPES.get(str(f.type), str),
+                # the value goes to load_settings as a string; it converts and checks it like the
+                # environment variable's value (one place for types and messages)
                 default=argparse.SUPPRESS,
                 help=help_text,
             )
@@ -124,24 +127,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@report_errors
 def main(argv: list[str] | None = None) -> int:
     """Run the ``assistant`` command; returns the exit code."""
     args = build_parser().parse_args(argv)
-    try:
-        if args.command == "serve":
-            return _serve(args)
-        if args.command == "chat":
-            return _chat(args)
-        if args.command == "replay":
-            return replay.run(args)
-        if args.command == "worker":
-            return worker.run_worker(_overrides(args), args.threads)
-        if args.command == "channels":
-            return worker.show_status(_overrides(args), args.limit)
-        return _index_rebuild(args)
-    except AssistantError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "chat":
+        return _chat(args)
+    if args.command == "replay":
+        return replay.run(args)
+    if args.command == "worker":
+        return worker.run_worker(_overrides(args), args.threads)
+    if args.command == "channels":
+        return worker.show_status(_overrides(args), args.limit)
+    return _index_rebuild(args)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -247,7 +247,7 @@ def _chat(args: argparse.Namespace) -> int:
 
 
 def _index_rebuild(args: argparse.Namespace) -> int:
-    from assistant.retrieval.index import rebuild_index
+    from assistant.retrieval.rebuild import rebuild_index
 
     rebuild_index(args.index_dir, args.faq)
     print(f"rebuilt {args.index_dir} from {args.faq}; restart the server to load it")

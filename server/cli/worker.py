@@ -52,6 +52,15 @@ def run_worker(overrides: dict[str, Any], threads: int) -> int:
     return 0
 
 
+def _default_instance_path() -> Path:
+    """The instance folder ``create_app`` uses when ``instance_dir`` is empty: Flask's instance path of the
+    ``server`` package (``<repo>/instance`` in a checkout, ``<venv>/var/server-instance`` for an installed
+    wheel), found without building the app (no model is loaded)."""
+    from flask import Flask
+
+    return Path(Flask("server").instance_path)
+
+
 def show_status(overrides: dict[str, Any], limit: int) -> int:
     """Print channel counters, dead letters and the newest failures as JSON; returns the exit code."""
     from server.channels.state import ChannelState
@@ -63,11 +72,7 @@ def show_status(overrides: dict[str, Any], limit: int) -> int:
     url = settings.redis_url
     embedded = None
     if not url:
-        instance = (
-            Path(settings.instance_dir)
-            if settings.instance_dir
-            else Path(__file__).resolve().parents[2] / "instance"
-        )
+        instance = Path(settings.instance_dir) if settings.instance_dir else _default_instance_path()
         embedded = EmbeddedRedis(instance / "redis")
         url = embedded.start()
     client = connect(

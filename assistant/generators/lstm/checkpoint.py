@@ -19,9 +19,7 @@ state for ``--resume`` is not part of a checkpoint (``finetune/train_lstm.py`` k
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,7 @@ from typing import Any
 import safetensors.torch
 import torch
 
-from assistant.artifacts import file_sha256, library_versions, verify_files
+from assistant import artifacts
 from assistant.config import dataclass_from_dict
 from assistant.errors import AssistantError, CheckpointError
 from assistant.generators.base import MANIFEST, read_manifest_of_kind
@@ -53,12 +51,6 @@ class LSTMCheckpoint:
     tokenizer_config: TokenizerConfig
     decoding_config: DecodingConfig
     manifest: dict[str, Any]
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def save_checkpoint(
@@ -102,27 +94,22 @@ def save_checkpoint(
         "pad_id": model.pad_id,
     }
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    tmp = directory / (SAFETENSORS_FILE + ".tmp")
     cpu_model = Seq2SeqModel(model.config, model.vocab_size, model.pad_id)
     cpu_model.load_state_dict(state)
-    safetensors.torch.save_model(cpu_model, str(tmp))  # save_model stores tied weights once
-    os.replace(tmp, directory / SAFETENSORS_FILE)
-    _write_atomic(directory / CONFIG_FILE, json.dumps(configs, indent=2).encode("utf-8"))
-    tokenizer.save(directory / (TOKENIZER_FILE + ".tmp"))
-    os.replace(directory / (TOKENIZER_FILE + ".tmp"), directory / TOKENIZER_FILE)
-    manifest = {
-        "kind": KIND,
-        "format_version": FORMAT_VERSION,
-        "files": {
-            name: file_sha256(directory / name) for name in (SAFETENSORS_FILE, CONFIG_FILE, TOKENIZER_FILE)
-        },
-        "configs": configs,
-        "data": data or [],
-        "training": training or {},
-        "versions": library_versions("torch", "sentencepiece"),
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-    }
-    _write_atomic(directory / MANIFEST, json.dumps(manifest, indent=2).encode("utf-8"))
+    with artifacts.replacing(directory / SAFETENSORS_FILE) as tmp:
+        safetensors.torch.save_model(cpu_model, str(tmp))  # save_model stores tied weights once
+    artifacts.write_json(directory / CONFIG_FILE, configs)
+    with artifacts.replacing(directory / TOKENIZER_FILE) as tmp:
+        tokenizer.save(tmp)
+    artifacts.write_manifest(
+        directory,
+        MANIFEST,
+        kind=KIND,
+        format_version=FORMAT_VERSION,
+        body={"configs": configs, "data": data or [], "training": training or {}},
+        libraries=("torch", "sentencepiece"),
+        files=(SAFETENSORS_FILE, CONFIG_FILE, TOKENIZER_FILE),
+    )
     return directory
 
 
@@ -141,15 +128,32 @@ def read_lstm_manifest(directory: str | Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{path}: 'files' must list {CONFIG_FILE}, {TOKENIZER_FILE} and {SAFETENSORS_FILE}, got {files!r}"
         )
-    verify_files(directory, files, MANIFEST)
+    artifacts.verify_files(directory, files, MANIFEST)
     return manifest
 
 
-def _read_state(path: Path, device: str) -> dict[str, torch.Tensor]:
+def _embedding_rows(path: Path) -> dict[str, int]:
+    """Rows of each stored embedding matrix, read from the safetensors header (no weights loaded).
+
+    Raises:
+        CheckpointError: the file is not a readable safetensors file.
+    """
     try:
-        return safetensors.torch.load_file(str(path), device=device)
+        with safetensors.safe_open(str(path), framework="pt") as fh:
+            return {
+                key: int(fh.get_slice(key).get_shape()[0])
+                for key in fh.keys()  # noqa: SIM118 (safe_open is not a mapping)
+                if key.endswith("embedding.weight")
+            }
     except Exception as e:  # safetensors raises several unrelated types on a corrupt file
         raise CheckpointError(f"{path}: cannot read the weights ({type(e).__name__}: {e})") from e
+
+
+def _first(error: Exception, n: int) -> str:
+    """The first ``n`` problems a PyTorch ``load_state_dict`` error lists (one per line), on one line."""
+    lines = [line.strip() for line in str(error).splitlines()[1:] if line.strip()]
+    more = f"; and {len(lines) - n} more" if len(lines) > n else ""
+    return "; ".join(lines[:n]) + more
 
 
 def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> LSTMCheckpoint:
@@ -188,31 +192,20 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
             f"{directory}: tokenizer.model has {tokenizer.vocab_size} pieces but config.json "
             f"says vocab_size={vocab_size}"
         )
-    state = _read_state(directory / SAFETENSORS_FILE, "cpu")
-    for key, tensor in state.items():
-        if key.endswith("embedding.weight") and tensor.shape[0] != tokenizer.vocab_size:
+    weights = directory / SAFETENSORS_FILE
+    for key, rows in _embedding_rows(weights).items():
+        if rows != tokenizer.vocab_size:
             raise CheckpointError(
-                f"{directory / SAFETENSORS_FILE}: {key} has {tensor.shape[0]} rows but the "
-                f"tokenizer has {tokenizer.vocab_size} pieces (vocabulary size mismatch)"
+                f"{weights}: {key} has {rows} rows but the tokenizer has {tokenizer.vocab_size} pieces "
+                "(vocabulary size mismatch)"
             )
     model = Seq2SeqModel(model_config, vocab_size, pad_id)
-    expected = model.state_dict()
-    if model_config.share_embeddings and "encoder.embedding.weight" in state:
-        state.setdefault("decoder.embedding.weight", state["encoder.embedding.weight"])
-    if model_config.share_embeddings and "decoder.embedding.weight" in state:
-        state.setdefault("encoder.embedding.weight", state["decoder.embedding.weight"])
-    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{directory / SAFETENSORS_FILE}: weights do not fit the configured model "
-            f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
-        )
-    for key, tensor in state.items():
-        if tensor.shape != expected[key].shape:
-            raise CheckpointError(
-                f"{directory / SAFETENSORS_FILE}: {key} has shape {tuple(tensor.shape)}, the config "
-                f"gives {tuple(expected[key].shape)}"
-            )
-    model.load_state_dict(state)
+    try:
+        # strict: every parameter of the configured model present with its shape, nothing else
+        safetensors.torch.load_model(model, str(weights), strict=True)
+    except RuntimeError as e:  # missing/unexpected keys or a shape that differs from the config
+        raise CheckpointError(f"{weights}: weights do not fit the configured model ({_first(e, 3)})") from e
+    except Exception as e:  # safetensors raises several unrelated types on a corrupt file
+        raise CheckpointError(f"{weights}: cannot read the weights ({type(e).__name__}: {e})") from e
     model.to(device).eval()
     return LSTMCheckpoint(model, tokenizer, model_config, tokenizer_config, decoding_config, manifest)

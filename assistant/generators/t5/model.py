@@ -24,7 +24,6 @@ weights or one or more adapters on a base named by id or relative path. This mod
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +32,7 @@ import torch
 from tokenizers import AddedToken
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, T5Config, T5ForConditionalGeneration
 
+from assistant import artifacts
 from assistant.config import dataclass_from_dict, require
 from assistant.errors import CheckpointError, ConfigError, ModelError
 from assistant.generators.base import MANIFEST, read_manifest_of_kind
@@ -229,12 +229,16 @@ def build_model(
     return model
 
 
+#: distributions whose versions a T5 model directory's manifest records.
+LIBRARIES = ("torch", "transformers", "peft", "accelerate")
+
+
 def write_manifest(model_dir: Path, manifest: dict[str, Any]) -> None:
-    """Write ``assistant.json`` (``kind`` and ``format_version`` are set here)."""
-    data = {"kind": "t5", "format_version": FORMAT_VERSION, **manifest}
-    tmp = model_dir / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, model_dir / MANIFEST)
+    """Write ``assistant.json`` atomically (:func:`assistant.artifacts.write_manifest` stamps ``kind``,
+    ``format_version``, library ``versions`` and ``created``; ``manifest`` is the rest)."""
+    artifacts.write_manifest(
+        model_dir, MANIFEST, kind="t5", format_version=FORMAT_VERSION, body=manifest, libraries=LIBRARIES
+    )
 
 
 def _model_dir_path(model_dir: Path, rel: str) -> Path:
