@@ -3,6 +3,8 @@
     python -m finetune.build_baseline --train dialogs.jsonl --out models/baseline [--top-k 10 ...]
 
 No training happens: every agent turn of the dialogs is indexed with BM25 (``assistant/generators/baseline.py``).
+With ``--valid``, the model's in-domain check is calibrated on those dialogs' customer turns
+(``finetune/calibrate_scope.py``); without it, the command warns that the model has none.
 The manifest records the dialogs file's path and sha256. This command does not evaluate the model
 (``python -m finetune.evaluate`` does).
 """
@@ -20,6 +22,7 @@ from assistant.data import read_dialogs
 from assistant.errors import report_errors
 from assistant.generators.baseline import BaselineConfig, RetrievalBaseline
 from assistant.model_input import build_examples
+from finetune.calibrate_scope import add_scope_arguments, calibrate_after_training
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="model directory to write (created; an existing retrieval-baseline dir is replaced)",
     )
+    parser.add_argument(
+        "--valid",
+        type=Path,
+        default=None,
+        help="held-out dialogs JSONL: calibrates the model's in-domain check (without it there is none)",
+    )
+    add_scope_arguments(parser)
     add_dataclass_arguments(parser, BaselineConfig)
     return parser
 
@@ -66,6 +76,15 @@ def main(argv: list[str] | None = None) -> int:
     model.save(args.out)
     seconds = time.perf_counter() - start
     print(f"indexed {n_examples} agent replies from {len(dialogs)} dialogs in {seconds:.1f} s -> {args.out}")
+    if args.scope_check and args.valid is None:
+        print(
+            "WARNING: no --valid dialogs, so no in-domain check was calibrated: the pipeline will let this "
+            "model answer every message the FAQ does not, out of scope or not. Add --valid FILE, or run "
+            f"assistant-calibrate-scope --model-dir {args.out} --valid FILE.",
+            file=sys.stderr,
+        )
+    elif args.scope_check:
+        calibrate_after_training(args.out, [args.train], [args.valid], args.oos_queries)
     return 0
 
 

@@ -23,7 +23,9 @@ them, and calibrates its confidence and the knowledge-seeking turn detector
 (``assistant/retrieval/conversational.py``); the reply pipeline then uses them.
 ``--out`` may also be a model directory: the index then lives in ``<model dir>/faq-index``. Without
 ``--queries`` the index is saved uncalibrated and the reply pipeline refuses it (it has no
-threshold). With ``--queries`` and ``--method hybrid``, the hybrid's fusion and dense weight are chosen
+threshold). ``--oos-queries FILE`` adds out-of-scope calibration messages (every line, whatever its
+``faq_id``); when the calibration queries hold no out-of-scope one at all, the project's generic
+out-of-scope messages (``assistant/routing/generic_oos.jsonl``) are added and a warning says so. With ``--queries`` and ``--method hybrid``, the hybrid's fusion and dense weight are chosen
 on the calibration queries (:func:`tune_fusion`; ``--no-tune-fusion`` keeps the flags' values). This module does not evaluate; ``finetune/eval_retrieval.py`` does.
 """
 
@@ -49,6 +51,7 @@ from assistant.retrieval.index import FaqIndex, Hit, RetrieverConfig
 from assistant.retrieval.labels import read_knowledge_turns
 from assistant.retrieval.rebuild import rebuild_index
 from assistant.retrieval.store import INDEX_SUBDIR
+from assistant.routing.generic import GENERIC_OOS_PATH, with_generic_out_of_scope
 from finetune.cli import add_threads_argument, apply_threads
 
 #: the fusion settings :func:`tune_fusion` tries.
@@ -111,6 +114,7 @@ def build_index(
     config: RetrieverConfig,
     *,
     queries: Path | None = None,
+    oos_queries: Sequence[Path] = (),
     tune: bool | None = None,
     reuse_embeddings: Path | None = None,
     dialogs: Path | None = None,
@@ -129,6 +133,10 @@ def build_index(
         config: the retriever configuration.
         queries: labelled calibration queries (``faq_id`` null = out of scope); ``None`` saves the
             index uncalibrated (the reply pipeline refuses it).
+        oos_queries: files whose every line is an out-of-scope calibration message, added to
+            ``queries``. When the calibration then holds no out-of-scope message, the project's
+            generic ones (``assistant/routing/generic_oos.jsonl``) are added, and the calibration
+            report says so (``generic_out_of_scope_added``; the CLI warns).
         tune: choose the hybrid's fusion and dense weight on ``queries`` (:func:`tune_fusion`);
             ``None`` = when ``config.method`` is hybrid and ``queries`` are given.
         reuse_embeddings: an existing index whose embeddings of identical texts are reused.
@@ -151,10 +159,15 @@ def build_index(
     turns = None
     if dialogs is not None:  # checked before the (slow) encoding of the FAQ
         turns = read_knowledge_turns(dialogs, faq_ids=[e.id for e in read_faq(faq)])
+    if oos_queries and queries is None:
+        raise ConfigError("--oos-queries needs --queries (the in-scope calibration queries)")
     reuse = FaqIndex.load(reuse_embeddings) if reuse_embeddings is not None else None
     index = FaqIndex.from_faq_file(faq, config, reuse=reuse, progress=progress)
+    added_generic = False
     if queries is not None:
         labelled = read_queries(queries, faq_ids=[e.id for e in index.entries])
+        labelled += [Query(q.text, None) for path in oos_queries for q in read_queries(path)]
+        labelled, added_generic = with_generic_out_of_scope(labelled)
         if tune or (tune is None and config.method == "hybrid"):
             index, rows = tune_fusion(index, labelled)
             log(
@@ -162,6 +175,7 @@ def build_index(
                 f"(best hit@1 of {len(rows)} settings on the calibration queries)"
             )
         index.calibrate(labelled)
+        index.calibration["report"]["generic_out_of_scope_added"] = added_generic
     elif tune:
         raise ConfigError("--tune-fusion needs --queries")
     if turns is not None:
@@ -207,6 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="calibration queries JSONL (faq_id null = out of scope); without it the index is uncalibrated",
     )
     parser.add_argument(
+        "--oos-queries",
+        type=Path,
+        action="append",
+        default=[],
+        help="messages the FAQ must not answer, added to --queries as out of scope (repeatable)",
+    )
+    parser.add_argument(
         "--rebuild",
         action="store_true",
         help="rebuild the index in --out from a changed --faq, keeping its config and calibration queries",
@@ -249,10 +270,15 @@ def main(argv: list[str] | None = None) -> int:
     apply_threads(args.threads)
     out = _out_dir(args.out)
     if args.rebuild:
-        if args.queries is not None or args.tune_fusion is not None or args.dialogs is not None:
+        if (
+            args.queries is not None
+            or args.tune_fusion is not None
+            or args.dialogs is not None
+            or args.oos_queries
+        ):
             raise ConfigError(
                 "--rebuild keeps the saved calibration queries, dialogs and fusion; "
-                "drop --queries/--dialogs/--tune-fusion, or build afresh without --rebuild"
+                "drop --queries/--oos-queries/--dialogs/--tune-fusion, or build afresh without --rebuild"
             )
         changed = [
             f"--{f.name.replace('_', '-')}"
@@ -276,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
             args.out,
             dataclass_from_args(RetrieverConfig, args),
             queries=args.queries,
+            oos_queries=args.oos_queries,
             tune=args.tune_fusion,
             reuse_embeddings=args.reuse_embeddings,
             dialogs=args.dialogs,
@@ -302,12 +329,14 @@ def main(argv: list[str] | None = None) -> int:
             "note: no --queries, so the index is uncalibrated; the reply pipeline needs a calibrated index",
             file=sys.stderr,
         )
-    elif index.calibration is not None and index.calibration["report"].get("n_out_of_scope", 0) == 0:
+    elif index.calibration is not None and index.calibration["report"].get("generic_out_of_scope_added"):
         print(
-            "warning: the calibration queries have no out-of-scope examples (faq_id null), so the threshold "
-            "only separates right from wrong top-1 hits and off-topic messages can still get an FAQ answer "
-            "(measured: 5.4% of STAR customer turns answered from StackFAQ). Add queries your FAQ should "
-            "not answer.",
+            "WARNING: the calibration queries have no out-of-scope examples (faq_id null). Without them the "
+            "threshold only separates right from wrong top-1 hits and off-topic messages get FAQ answers "
+            "(measured: 5.4% of STAR customer turns answered from StackFAQ), so the project's "
+            f"{index.calibration['report']['n_out_of_scope']} generic out-of-scope messages ({GENERIC_OOS_PATH}) "
+            "were added. They are not your customers' words: add queries your FAQ should not answer "
+            "(faq_id null, or --oos-queries FILE).",
             file=sys.stderr,
         )
     return 0

@@ -12,7 +12,8 @@ Steps: read dialogs → (context, agent reply) examples → train a SentencePiec
 turns → AdamW with linear warmup then linear decay → per epoch: length-bucketed shuffled batches,
 gradient clipping, validation loss and perplexity, the best model saved as a checkpoint
 (``assistant/generators/lstm/checkpoint.py``), the full training state saved for ``--resume``, early stopping on
-validation loss. A time budget (``--max-minutes``, the whole run's, resumes included) stops cleanly
+validation loss; when training stops, the model's in-domain check is calibrated on the validation
+dialogs (``finetune/calibrate_scope.py``; ``--no-scope-check`` skips it). A time budget (``--max-minutes``, the whole run's, resumes included) stops cleanly
 mid-epoch, keeping the best checkpoint. Target tokens/s is logged and written to the manifest.
 
 Learning-rate schedule: linear warmup over ``--warmup-steps``, then linear decay to
@@ -51,6 +52,7 @@ from assistant.generators.decoding import DecodingConfig
 from assistant.generators.lstm import Seq2SeqConfig, Seq2SeqModel
 from assistant.generators.lstm.checkpoint import FORMAT_VERSION, KIND, save_checkpoint
 from assistant.generators.lstm.tokenizer import TOKENIZER_FILE, Tokenizer, TokenizerConfig
+from finetune.calibrate_scope import add_scope_arguments, calibrate_after_training
 from finetune.cli import add_threads_argument, apply_threads
 from finetune.lstm_data import Batch, collate, encode_examples, load_examples, make_batches
 
@@ -178,6 +180,11 @@ class LSTMTraining:
     resume: bool = False
     #: PyTorch intra-op threads (``None``: PyTorch's default).
     threads: int | None = None
+    #: when training stops, calibrate the model's in-domain check on ``valid`` (``finetune/calibrate_scope.py``).
+    scope_check: bool = True
+    #: query files whose ``faq_id: null`` lines are out-of-scope messages for that check (none: the
+    #: project's generic set, with a warning).
+    oos_queries: tuple[Path, ...] = ()
 
 
 # ----------------------------------------------------------------------------------------------- CLI
@@ -206,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_dataclass_arguments(parser, TrainConfig)
     add_threads_argument(parser, "training")
+    add_scope_arguments(parser)
     add_dataclass_arguments(parser, TokenizerConfig)
     add_dataclass_arguments(parser, Seq2SeqConfig)
     add_dataclass_arguments(parser, DecodingConfig, prefix="decode-")
@@ -252,6 +260,8 @@ def training_from_args(args: argparse.Namespace) -> LSTMTraining:
         decoding=dataclass_from_args(DecodingConfig, args, prefix="decode-"),
         resume=args.resume,
         threads=args.threads,
+        scope_check=args.scope_check,
+        oos_queries=tuple(args.oos_queries),
     )
 
 
@@ -557,6 +567,8 @@ def train_lstm(run: LSTMTraining) -> Path:
         f"model in {out}",
         flush=True,
     )
+    if run.scope_check:
+        calibrate_after_training(out, [train_path], [valid_path], run.oos_queries)
     return out
 
 

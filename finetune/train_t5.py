@@ -23,6 +23,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -164,6 +165,13 @@ def main(argv: list[str] | None = None) -> int:
     gen = dataclass_from_args(T5GenerationSettings, args)
     lora = dataclass_from_args(LoraSettings, args, prefix="lora-")
     train(cfg, gen, lora)
+    print(
+        "WARNING: no in-domain check was calibrated for this model (the T5 trainer does not build one; with "
+        "adapters the domain depends on the adapter). Until you run assistant-calibrate-scope --model-dir "
+        f"{cfg.output_dir} --train TRAIN --valid VALID, the pipeline lets it answer every message the FAQ "
+        "does not, out of scope or not.",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -4,9 +4,11 @@ On a fresh machine with no model or index configured (``env`` development, ``dem
 server builds, from the demo data installed with the package (:mod:`assistant.demo_data`),
 
 * ``<instance>/models/demo-index``: the FAQ index of ``faq/faq.jsonl``, its confidence threshold
-  calibrated on ``faq/queries-dev.jsonl`` (:func:`finetune.build_index.build_index`);
+  calibrated on ``faq/queries-dev.jsonl`` plus the project's generic out-of-scope messages
+  (:func:`finetune.build_index.build_index`);
 * ``<instance>/models/demo-lstm``: the LSTM reply model trained on ``dialogs/`` with the ``demo``
-  preset (:func:`finetune.train_lstm.train_lstm`; a few minutes on 2 CPU cores, progress shown);
+  preset (:func:`finetune.train_lstm.train_lstm`; a few minutes on 2 CPU cores, progress shown), with
+  its in-domain check calibrated against the generic out-of-scope messages;
 
 and reuses them on every later start. Each is built into a ``.partial`` folder and renamed when
 complete, under a file lock, so an interrupted or concurrent first run never leaves a half-built
@@ -28,6 +30,7 @@ from assistant import demo_data
 from assistant.errors import AssistantError, ModelError, RetrievalError
 from assistant.generators.base import MANIFEST
 from assistant.retrieval.store import INDEX_MANIFEST
+from assistant.routing.generic import GENERIC_OOS_PATH
 
 #: The demo agents' handover macro (the repository's ``data/demo_scripts.py``); the demo LSTM learns to say it, and the
 #: pipeline flags it ``handoff`` (``PipelineConfig.handoff_replies``) unless the settings name others.
@@ -91,7 +94,15 @@ def ensure_demo_index(instance_dir: Path, progress: Callable[[str], None] = _std
         from assistant.retrieval.config import RetrieverConfig
         from finetune.build_index import build_index
 
-        build_index(faq, out, RetrieverConfig(), queries=queries, progress=True, log=progress)
+        build_index(
+            faq,
+            out,
+            RetrieverConfig(),
+            queries=queries,
+            oos_queries=[GENERIC_OOS_PATH],
+            progress=True,
+            log=progress,
+        )
 
     def done(path: Path) -> bool:
         return (path / INDEX_MANIFEST).is_file()
@@ -124,8 +135,26 @@ def ensure_demo_model(instance_dir: Path, progress: Callable[[str], None] = _std
     )
 
 
+def ensure_demo_scope(model_dir: Path, progress: Callable[[str], None] = _stderr) -> None:
+    """Calibrate the demo model's in-domain check if it has none (a demo model trained before the check
+    existed; new ones get it from the trainer). About half a minute on CPU.
+
+    Raises:
+        DataError / ModelError: the demo dialogs are missing, or the check cannot be built.
+    """
+    from assistant.routing.scope import has_scope_check
+    from finetune.calibrate_scope import calibrate_model_scope
+
+    if has_scope_check(model_dir):
+        return
+    progress(f"calibrating the demo model's in-domain check in {model_dir} ...")
+    train, valid = (demo_data.path(demo_data.DIALOGS[split]) for split in ("train", "valid"))
+    calibrate_model_scope(model_dir, [train], [valid])
+
+
 def ensure_demo_assets(instance_dir: Path, progress: Callable[[str], None] = _stderr) -> tuple[Path, Path]:
     """``(model_dir, index_dir)`` of the demo assets in ``instance_dir``, building what is missing."""
     index_dir = ensure_demo_index(instance_dir, progress)
     model_dir = ensure_demo_model(instance_dir, progress)
+    ensure_demo_scope(model_dir, progress)
     return model_dir, index_dir

@@ -43,7 +43,8 @@ def load_pipeline(
     """Load the FAQ index and the reply model named by the settings into an ``assistant`` Pipeline.
 
     Args:
-        model_dir: a model directory with ``assistant.json`` (any kind), or ``None``.
+        model_dir: a model directory with ``assistant.json`` (any kind), or ``None``; its in-domain
+            check (``scope/``) is loaded with it when present.
         index_dir: an FAQ index directory written by ``assistant-build-index``, or ``None``.
         config: an ``assistant.pipeline.PipelineConfig`` (defaults if ``None``).
         generator_options: keyword options for the model's loader (e.g. ``beam_size``, ``adapter``).
@@ -56,6 +57,7 @@ def load_pipeline(
     from assistant.generators.loader import load_generator
     from assistant.pipeline import Pipeline
     from assistant.retrieval.index import FaqIndex
+    from assistant.routing.scope import load_scope_check
 
     if not model_dir and not index_dir:
         raise ConfigError(
@@ -64,8 +66,9 @@ def load_pipeline(
         )
     index = FaqIndex.load(index_dir) if index_dir else None
     generator = load_generator(model_dir, **(generator_options or {})) if model_dir else None
+    scope = load_scope_check(model_dir) if model_dir else None  # None (with a warning) for older models
     log.info("loaded FAQ index %s and reply model %s", index_dir or "-", model_dir or "-")
-    return Pipeline(index, generator, config)
+    return Pipeline(index, generator, config, scope=scope)
 
 
 class Runtime:

@@ -142,9 +142,11 @@ def test_a_generated_handover_macro_sets_handoff() -> None:
             "  thanks. I've passed that on  A member of our team will join this chat shortly!", 0.9
         ),
         config,
-    ).respond([], "human pls")
+    ).respond([], "my parcel arrived broken")
     assert (reply.source, reply.handoff) == ("model", True)
-    reply = Pipeline(None, FixedGenerator("Could I get your order number?", 0.9), config).respond([], "hi")
+    reply = Pipeline(None, FixedGenerator("Could I get your order number?", 0.9), config).respond(
+        [], "where is my parcel"
+    )
     assert (reply.source, reply.handoff) == ("model", False)
     with pytest.raises(ConfigError, match="handoff_replies must be non-empty strings"):
         PipelineConfig(handoff_replies=(" ",))

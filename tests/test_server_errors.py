@@ -132,7 +132,9 @@ def test_unexpected_errors_answer_a_generic_500_with_the_request_id(app, client,
 
     echo_generator.on_generate = fail
     response = client.post(
-        "/v1/chat", json={"conversation_id": "c-x", "text": "hello"}, headers={"X-Request-ID": "req-42"}
+        "/v1/chat",
+        json={"conversation_id": "c-x", "text": "tell me a story about penguins"},
+        headers={"X-Request-ID": "req-42"},
     )
     message = error_of(response, 500, "internal_error")
     assert response.headers["X-Request-ID"] == "req-42" and "req-42" in message

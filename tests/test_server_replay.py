@@ -97,3 +97,23 @@ def test_a_non_json_error_page_is_a_clear_error_not_a_traceback():
     finally:
         server.shutdown()
         thread.join()
+
+
+def test_transcript_shows_each_distinct_exchange_once(live_url, tmp_path):
+    from assistant.data import write_jsonl
+
+    dialogs = tmp_path / "dialogs.jsonl"
+    write_jsonl(
+        dialogs,
+        [
+            {"id": f"d{i}", "turns": [{"role": "customer", "text": text}, {"role": "agent", "text": "ok"}]}
+            for i, text in enumerate(["thanks, bye", "where is my parcel", "thanks, bye", "thanks, bye"])
+        ],
+    )
+    out = tmp_path / "replay"
+    assert main(["replay", "--url", live_url, "--dialogs", str(dialogs), "--out-dir", str(out)]) == 0
+    rows = [line for line in (out / "replay.md").read_text().splitlines() if line.startswith("| ")][1:]
+    assert [row.split(" | ")[0] for row in rows] == ["| thanks, bye", "| where is my parcel"]
+    assert [row.split(" | ")[6] for row in rows] == ["3", "1"]  # the 'times' column
+    report = json.loads((out / "replay.json").read_text())
+    assert len(report["exchanges"]) == 4 and report["sections"][0]["summary"]["sources"]["smalltalk"] == 3

@@ -14,6 +14,7 @@ from assistant.data import Turn
 from assistant.generators.base import MANIFEST, GenerationRequest
 from assistant.generators.loader import load_generator
 from assistant.generators.lstm.checkpoint import load_checkpoint
+from assistant.routing.scope import load_scope_check
 from finetune.lstm_data import make_batches
 from finetune.train_lstm import PRESETS, lr_factor, main
 
@@ -78,7 +79,7 @@ def tiny_args(dialogs: tuple[Path, Path], out: Path, *extra: str) -> list[str]:
         "40",
         "--decode-max-len",
         "40",
-        *extra,
+        *(extra if "--scope-check" in extra else (*extra, "--no-scope-check")),
     ]
 
 
@@ -89,7 +90,14 @@ def history(out: Path) -> list[dict]:
 @pytest.mark.slow
 def test_training_lowers_the_loss_and_writes_a_loadable_model(dialogs, tmp_path: Path, capsys) -> None:
     out = tmp_path / "model"
-    assert main(tiny_args(dialogs, out, "--epochs", "10", "--batch-size", "8", "--patience", "10")) == 0
+    assert (
+        main(
+            tiny_args(
+                dialogs, out, "--epochs", "10", "--batch-size", "8", "--patience", "10", "--scope-check"
+            )
+        )
+        == 0
+    )
     log = history(out)
     assert len(log) == 10
     assert log[-1]["valid_loss"] < 0.5 * log[0]["valid_loss"]
@@ -102,7 +110,14 @@ def test_training_lowers_the_loss_and_writes_a_loadable_model(dialogs, tmp_path:
     generator = load_generator(out)
     (reply,) = generator.generate([GenerationRequest((Turn("customer", "hi, I need a taxi to Rome"),))])
     assert reply.text == "Could I get your name, please?"
-    assert "target tokens/s" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "target tokens/s" in captured.out and "in-domain check: threshold" in captured.out
+    assert "WARNING: no out-of-scope messages were given" in captured.err  # the generic set was used
+    scope = load_scope_check(out)
+    assert scope is not None and scope.calibration["report"]["generic_out_of_scope"] is True
+    assert (
+        scope.score("hi, I need a taxi to Oslo") >= scope.threshold > scope.score("who painted the mona lisa")
+    )
 
 
 @pytest.mark.parametrize("stop", [["--max-steps", "5"], ["--max-steps", "14"], ["--max-minutes", "0.0001"]])
@@ -194,6 +209,7 @@ def test_preset_training_is_what_the_cli_builds_and_train_lstm_runs_it(dialogs, 
         tokenizer=TokenizerConfig(vocab_size=120),
         model=Seq2SeqConfig(emb_size=16, hidden_size=32, max_source_len=60, max_target_len=40),
         threads=1,
+        scope_check=False,  # the in-domain check after training: test_training_lowers_the_loss... (slow)
     )
     assert train_lstm(run) == tmp_path / "typed"
     assert load_checkpoint(tmp_path / "typed").manifest["training"]["run"]["stop_reason"] == "epochs"

@@ -3,7 +3,8 @@
 It posts each message to ``POST /v1/chat`` of a server over HTTP, one conversation per message (or
 per dialog, for several turns of a dialog), and reports
 
-* the transcript: message, reply, source (faq / model / fallback), FAQ id, confidence, handoff;
+* the transcript: each distinct exchange once (message, reply, source: faq / model / smalltalk /
+  fallback, FAQ id, confidence, handoff), with how often it occurred;
 * wall-clock latency of each request as the client sees it (milliseconds; median, 95th percentile,
   mean, max);
 * how replies were routed, and for query files with gold ``faq_id`` how often a confident FAQ
@@ -132,7 +133,7 @@ def summarize(exchanges: list[Exchange]) -> dict[str, Any]:
             "mean": round(statistics.fmean(latencies), 2),
             "max": round(latencies[-1], 2),
         },
-        "sources": {s: sum(e.source == s for e in ok) for s in ("faq", "model", "fallback")},
+        "sources": {s: sum(e.source == s for e in ok) for s in ("faq", "model", "smalltalk", "fallback")},
         "handoff_rate": round(sum(bool(e.handoff) for e in ok) / len(ok), 4) if ok else None,
     }
     gold = [e for e in ok if e.message.has_gold]
@@ -154,21 +155,35 @@ def summarize(exchanges: list[Exchange]) -> dict[str, Any]:
 
 
 def transcript_markdown(exchanges: list[Exchange], rows: int) -> str:
-    """A Markdown table of the first ``rows`` exchanges."""
+    """A Markdown table of the first ``rows`` *distinct* exchanges, each once.
+
+    Replayed traffic repeats itself (many dialogs open with "hi" and close with "thanks, bye"), and
+    one row per request showed the same exchange again and again. Exchanges with the same message,
+    reply, route, FAQ id, handoff and status form one row, in order of first appearance, with how
+    many times it occurred and its median latency; confidence is the first occurrence's.
+    """
 
     def cell(text: Any) -> str:
         return str(text).replace("|", "\\|").replace("\n", " ")[:160]
 
+    groups: dict[tuple[Any, ...], list[Exchange]] = {}
+    for e in exchanges:
+        key = (e.message.text, e.reply, e.source, e.faq_id, e.handoff, e.status)
+        groups.setdefault(key, []).append(e)
     lines = [
-        "| message | reply | source | faq_id | confidence | handoff | ms |",
-        "|---|---|---|---|---:|---|---:|",
+        "| message | reply | source | faq_id | confidence | handoff | times | ms (median) |",
+        "|---|---|---|---|---:|---|---:|---:|",
     ]
-    for e in exchanges[:rows]:
+    for same in list(groups.values())[:rows]:
+        e = same[0]
         conf = "" if e.confidence is None else f"{e.confidence:.2f}"
+        ms = statistics.median(x.latency_ms for x in same)
         lines.append(
             f"| {cell(e.message.text)} | {cell(e.reply)} | {e.source or e.status} | {e.faq_id or ''} "
-            f"| {conf} | {e.handoff} | {e.latency_ms:.1f} |"
+            f"| {conf} | {e.handoff} | {len(same)} | {ms:.1f} |"
         )
+    if len(groups) > rows:
+        lines.append(f"\n({len(groups) - rows} more distinct exchanges in replay.json)")
     return "\n".join(lines)
 
 
@@ -194,7 +209,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--limit", type=int, default=None, help="at most this many dialogs / queries per file"
     )
     parser.add_argument(
-        "--transcript-rows", type=int, default=10, help="rows of each file shown in the transcript"
+        "--transcript-rows",
+        type=int,
+        default=10,
+        help="distinct exchanges of each file shown in the transcript",
     )
     parser.add_argument("--out-dir", help="write replay.json (every exchange + summary) and replay.md here")
 
