@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import shutil
 import sys
 import threading
 import time
@@ -70,20 +71,21 @@ class Attempt:
 
 def build_assets(work: Path) -> tuple[Path, Path]:
     """The demo FAQ index (BM25, calibrated) and the retrieval baseline of the demo dialogs."""
+    from assistant import demo_data
     from assistant.data import read_faq, read_queries
     from assistant.retrieval.index import FaqIndex, RetrieverConfig
     from finetune.build_baseline import main as build_baseline
 
+    demo = demo_data.directory()
+
     index_dir, model_dir = work / "index", work / "baseline"
     if not index_dir.exists():
-        entries = read_faq(ROOT / "data" / "faq" / "faq.jsonl")
+        entries = read_faq(demo / demo_data.FAQ)
         index = FaqIndex.build(entries, RetrieverConfig(method="bm25"))
-        index.calibrate(read_queries(ROOT / "data" / "faq" / "queries-dev.jsonl", [e.id for e in entries]))
+        index.calibrate(read_queries(demo / demo_data.QUERIES, [e.id for e in entries]))
         index.save(index_dir)
     if not model_dir.exists():
-        code = build_baseline(
-            ["--train", str(ROOT / "data" / "dialogs" / "train.jsonl"), "--out", str(model_dir)]
-        )
+        code = build_baseline(["--train", str(demo / demo_data.DIALOGS["train"]), "--out", str(model_dir)])
         if code != 0:
             raise SystemExit(f"building the retrieval baseline failed with {code}")
     return index_dir, model_dir
@@ -188,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     index_dir, model_dir = build_assets(args.out)
+    for leftover in ("redis-data", "instance"):  # a run starts from an empty store
+        shutil.rmtree(args.out / leftover, ignore_errors=True)
     redis_server = RedisProcess(args.out / "redis-data", appendfsync="always")
     redis_server.start()
     env = {

@@ -255,3 +255,19 @@ def test_an_unresolvable_commit_is_504_and_no_late_copy_applies(
         assert [t for t, _ in stored_pairs(app, "u")] == [f"{OFF_TOPIC} 0", f"{OFF_TOPIC} 1"]
     finally:
         app.extensions["assistant"].close()
+
+
+@pytest.mark.parametrize("conversation_id", ["plain-1", "{3F2504E0-4F89-11D3}", "a}b{c", "user@example.com"])
+def test_every_key_of_a_turn_is_in_one_cluster_slot(app, conversation_id):
+    """Each script's keys must hash to one Redis Cluster slot (else CROSSSLOT), whatever the id holds."""
+    from redis.crc import key_slot
+
+    store = app.extensions["assistant"].store
+    keys = [
+        store.history_key(conversation_id),
+        store.state_key(conversation_id),
+        store.dedupe_key(conversation_id, "m-1"),
+        store.lock_key(conversation_id),
+        store.queue_key(conversation_id),
+    ]
+    assert len({key_slot(k.encode()) for k in keys}) == 1

@@ -270,8 +270,11 @@ class ClaimLost(Exception):
     meanwhile. Nothing of the attempt was stored (HTTP 409)."""
 
 
-class TurnNotStored(Exception):
+class TurnNotStored(redis.ConnectionError):
     """Redis failed during the turn and nothing of it is, or will ever be, stored (HTTP 503).
+
+    A ``redis.ConnectionError``, so callers that retry Redis outages (the channels' job queue) treat
+    it as one.
 
     Attributes:
         cause: the Redis error.
@@ -283,9 +286,10 @@ class TurnNotStored(Exception):
         self.cause = cause
 
 
-class TurnOutcomeUnknown(Exception):
+class TurnOutcomeUnknown(redis.TimeoutError):
     """The commit was sent but Redis could not be asked, until the claim expired, whether it was
-    applied (HTTP 504). Retrying the same message_id replays the answer if it was stored."""
+    applied (HTTP 504). Retrying the same message_id replays the answer if it was stored (a
+    ``redis.TimeoutError``, so callers that retry Redis outages do exactly that)."""
 
     def __init__(self, message_id: str, cause: BaseException) -> None:
         super().__init__(f"outcome of message {message_id!r} unknown: {cause}")
@@ -607,14 +611,30 @@ class DialogStore:
             ClaimLost: another attempt owns the message now; nothing of this one is stored.
             TurnOutcomeUnknown: Redis did not answer before the claim expired.
         """
+        started = time.monotonic()
         while True:
             try:
                 status, value = self._abandon_once(attempt)
             except _UNREACHABLE as e:
                 if time.monotonic() >= attempt.claim_deadline:
+                    log.warning(
+                        "message %r: the commit's reply was lost and Redis did not answer for %.1f s: "
+                        "outcome unknown",
+                        attempt.message_id,
+                        time.monotonic() - started,
+                    )
                     raise TurnOutcomeUnknown(attempt.message_id, e) from cause
                 time.sleep(min(0.25, max(0.0, attempt.claim_deadline - time.monotonic())))
                 continue
+            log.warning(
+                "message %r: the commit's reply was lost (%s); resolved after %.1f s: %s",
+                attempt.message_id,
+                type(cause).__name__,
+                time.monotonic() - started,
+                {"aborted": "not stored", "answered": "stored", "other": "claimed by another attempt"}[
+                    status
+                ],
+            )
             if status == "aborted":
                 raise TurnNotStored(attempt.message_id, cause)
             if status == "answered":
