@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+import redis
 from flask import Flask, current_app
 
 from assistant.data import Turn
@@ -136,24 +137,8 @@ class Runtime:
             self.embedded = EmbeddedRedis(Path(app.instance_path) / "redis")
             url = self.embedded.start()
             log.info("embedded Redis at %s (data in %s)", url, self.embedded.directory)
-        client = connect(
-            url,
-            socket_timeout=settings.redis_socket_timeout,
-            connect_timeout=settings.redis_connect_timeout,
-            retries=settings.redis_retries,
-            backoff_base=settings.redis_backoff_base,
-            backoff_cap=settings.redis_backoff_cap,
-            max_connections=settings.redis_max_connections,
-        )
-        return DialogStore(
-            client,
-            prefix=settings.redis_prefix,
-            max_turns=settings.history_max_turns,
-            ttl_seconds=settings.history_ttl_seconds,
-            dedupe_ttl_seconds=settings.dedupe_ttl_seconds,
-            lock_timeout=settings.lock_timeout_seconds,
-            lock_wait=settings.lock_wait_seconds,
-        )
+        client = client_from_settings(url, settings)
+        return store_from_settings(client, settings)
 
     def close(self) -> None:
         """Run the ``on_close`` hooks, close the Redis pool, stop the embedded Redis if this process started it."""
@@ -165,6 +150,33 @@ class Runtime:
                 self.store.client.connection_pool.disconnect()
         if self.embedded is not None:
             self.embedded.stop()
+
+
+def client_from_settings(url: str, settings: Settings, *, max_connections: int | None = None) -> redis.Redis:
+    """A Redis client for ``url`` with the settings' timeouts, retry backoff and pool size
+    (``max_connections`` overrides ``redis_max_connections``, e.g. for a small CLI pool)."""
+    return connect(
+        url,
+        socket_timeout=settings.redis_socket_timeout,
+        connect_timeout=settings.redis_connect_timeout,
+        retries=settings.redis_retries,
+        backoff_base=settings.redis_backoff_base,
+        backoff_cap=settings.redis_backoff_cap,
+        max_connections=max_connections or settings.redis_max_connections,
+    )
+
+
+def store_from_settings(client: redis.Redis, settings: Settings) -> DialogStore:
+    """The :class:`DialogStore` on ``client`` with the settings' prefix, history bounds, TTLs and lock times."""
+    return DialogStore(
+        client,
+        prefix=settings.redis_prefix,
+        max_turns=settings.history_max_turns,
+        ttl_seconds=settings.history_ttl_seconds,
+        dedupe_ttl_seconds=settings.dedupe_ttl_seconds,
+        lock_timeout=settings.lock_timeout_seconds,
+        lock_wait=settings.lock_wait_seconds,
+    )
 
 
 def runtime() -> Runtime:

@@ -16,8 +16,8 @@ import argparse
 from assistant.data import dialog_to_json, write_jsonl
 from assistant.ingest.scrub import Scrubber
 from server.cli.redis_access import add_redis_flags, redis_client, settings_from
+from server.runtime import store_from_settings
 from server.store.export import export_dialogs
-from server.store.history import DialogStore
 from server.store.tenants import check_tenant
 
 
@@ -40,15 +40,7 @@ def run(args: argparse.Namespace) -> int:
     tenants = {check_tenant(t) for t in args.tenants} if args.tenants else None
     settings = settings_from(args)
     with redis_client(settings) as client:
-        store = DialogStore(
-            client,
-            prefix=settings.redis_prefix,
-            max_turns=settings.history_max_turns,
-            ttl_seconds=settings.history_ttl_seconds,
-            dedupe_ttl_seconds=settings.dedupe_ttl_seconds,
-            lock_timeout=settings.lock_timeout_seconds,
-            lock_wait=settings.lock_wait_seconds,
-        )
+        store = store_from_settings(client, settings)
         dialogs = list(export_dialogs(store, tenants, Scrubber() if args.scrub else None))
     write_jsonl(args.out, [dialog_to_json(d) for d in dialogs])
     handoffs = sum(d.meta["handoff"] for d in dialogs)

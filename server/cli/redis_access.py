@@ -20,9 +20,9 @@ import redis
 from flask import Flask
 
 from assistant.errors import AssistantError
+from server.runtime import client_from_settings
 from server.settings import Settings, load_settings
 from server.store.embedded import EmbeddedRedis
-from server.store.history import connect
 
 
 class RedisCommandError(AssistantError):
@@ -64,15 +64,7 @@ def redis_client(settings: Settings) -> Iterator[redis.Redis]:
         )
         embedded = EmbeddedRedis(instance.resolve() / "redis")
         url = embedded.start()
-    client = connect(
-        url,
-        socket_timeout=settings.redis_socket_timeout,
-        connect_timeout=settings.redis_connect_timeout,
-        retries=settings.redis_retries,
-        backoff_base=settings.redis_backoff_base,
-        backoff_cap=settings.redis_backoff_cap,
-        max_connections=settings.redis_max_connections,
-    )
+    client = client_from_settings(url, settings)
     try:
         yield client
     except redis.RedisError as e:

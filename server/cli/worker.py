@@ -64,9 +64,9 @@ def _default_instance_path() -> Path:
 def show_status(overrides: dict[str, Any], limit: int) -> int:
     """Print channel counters, dead letters and the newest failures as JSON; returns the exit code."""
     from server.channels.state import ChannelState
+    from server.runtime import client_from_settings, store_from_settings
     from server.settings import load_settings
     from server.store.embedded import EmbeddedRedis
-    from server.store.history import DialogStore, connect
 
     settings = load_settings(overrides)
     url = settings.redis_url
@@ -75,25 +75,9 @@ def show_status(overrides: dict[str, Any], limit: int) -> int:
         instance = Path(settings.instance_dir) if settings.instance_dir else _default_instance_path()
         embedded = EmbeddedRedis(instance / "redis")
         url = embedded.start()
-    client = connect(
-        url,
-        socket_timeout=settings.redis_socket_timeout,
-        connect_timeout=settings.redis_connect_timeout,
-        retries=settings.redis_retries,
-        backoff_base=settings.redis_backoff_base,
-        backoff_cap=settings.redis_backoff_cap,
-        max_connections=2,
-    )
+    client = client_from_settings(url, settings, max_connections=2)
     try:
-        store = DialogStore(
-            client,
-            prefix=settings.redis_prefix,
-            max_turns=settings.history_max_turns,
-            ttl_seconds=settings.history_ttl_seconds,
-            dedupe_ttl_seconds=settings.dedupe_ttl_seconds,
-            lock_timeout=settings.lock_timeout_seconds,
-            lock_wait=settings.lock_wait_seconds,
-        )
+        store = store_from_settings(client, settings)
         state = ChannelState(store)
         report = {
             "counters": state.counters(),
