@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import tempfile
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -108,6 +109,35 @@ def replacing(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def replacing_directory(path: str | Path) -> Iterator[Path]:
+    """A temporary folder beside ``path`` to fill; swapped in for ``path`` when the block succeeds.
+
+    The old folder (if any) is renamed aside, the new one renamed into place, then the old one removed,
+    so a reader sees either the whole old or the whole new folder. If the block raises, the temporary
+    folder is removed and ``path`` is left as it was.
+
+    Raises:
+        OSError: the folder cannot be created or swapped (callers wrap it in their own error).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; servers read saved folders as another user too
+        yield tmp
+        old = None
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            path.rename(old)
+        tmp.rename(path)
+        if old is not None:
+            shutil.rmtree(old)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_atomic(path: str | Path, data: bytes | str) -> None:

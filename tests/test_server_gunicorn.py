@@ -200,5 +200,14 @@ def test_recycled_workers_neither_stop_nor_restart_the_embedded_redis(tmp_path, 
         assert len(workers_seen) >= 5  # workers were recycled several times
         assert json.loads(state_file.read_text())["pid"] == pid  # the same server all along
     wait_until(lambda: not state_file.exists(), timeout=10)  # gunicorn stopped: so did Redis
-    with pytest.raises(OSError):
-        open(f"/proc/{pid}/stat").close()
+    wait_until(lambda: not _running(pid), timeout=10)
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process: gone, or a zombie its dead parent left unreaped, is not."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            state = fh.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

@@ -22,9 +22,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -118,53 +115,43 @@ def write_index(
             f"{directory} exists and is not an FAQ index; refusing to overwrite it "
             f"(use an empty directory, or <model dir>/{INDEX_SUBDIR})"
         )
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
-        tmp.chmod(0o755)  # mkdtemp makes it private; an index is read by the server's user too
-        entries_text = "".join(json.dumps(faq_entry_to_json(e), ensure_ascii=False) + "\n" for e in entries)
-        (tmp / _ENTRIES).write_text(entries_text, encoding="utf-8")
-        if bm25 is not None:
-            bm25.save(str(tmp / _BM25_DIR), show_progress=False)
-        if embeddings is not None:
-            np.save(tmp / _EMBEDDINGS, embeddings)
-        if calibration_queries:
-            write_jsonl(tmp / _CAL_QUERIES, [query_to_json(q) for q in calibration_queries])
-        if calibration_dialogs:
-            write_jsonl(tmp / _CAL_DIALOGS, list(calibration_dialogs))
-        artifacts.write_manifest(
-            tmp,
-            INDEX_MANIFEST,
-            kind=KIND,
-            format_version=FORMAT_VERSION,
-            body={
-                "config": dataclasses.asdict(config),
-                "faq": {
-                    **source,
-                    "n_entries": len(entries),
-                    "n_texts": n_texts,
-                    "entries_sha256": hashlib.sha256(entries_text.encode("utf-8")).hexdigest(),
+        with artifacts.replacing_directory(directory) as tmp:
+            entries_text = "".join(
+                json.dumps(faq_entry_to_json(e), ensure_ascii=False) + "\n" for e in entries
+            )
+            (tmp / _ENTRIES).write_text(entries_text, encoding="utf-8")
+            if bm25 is not None:
+                bm25.save(str(tmp / _BM25_DIR), show_progress=False)
+            if embeddings is not None:
+                np.save(tmp / _EMBEDDINGS, embeddings)
+            if calibration_queries:
+                write_jsonl(tmp / _CAL_QUERIES, [query_to_json(q) for q in calibration_queries])
+            if calibration_dialogs:
+                write_jsonl(tmp / _CAL_DIALOGS, list(calibration_dialogs))
+            artifacts.write_manifest(
+                tmp,
+                INDEX_MANIFEST,
+                kind=KIND,
+                format_version=FORMAT_VERSION,
+                body={
+                    "config": dataclasses.asdict(config),
+                    "faq": {
+                        **source,
+                        "n_entries": len(entries),
+                        "n_texts": n_texts,
+                        "entries_sha256": hashlib.sha256(entries_text.encode("utf-8")).hexdigest(),
+                    },
+                    "dense": None
+                    if embeddings is None
+                    else {"model": config.dense_model, "dimension": int(embeddings.shape[1])},
+                    "calibration": calibration,
+                    "conversation": conversation,
                 },
-                "dense": None
-                if embeddings is None
-                else {"model": config.dense_model, "dimension": int(embeddings.shape[1])},
-                "calibration": calibration,
-                "conversation": conversation,
-            },
-            libraries=LIBRARIES,
-        )
-        old = None
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-            directory.rename(old)
-        tmp.rename(directory)
-        if old is not None:
-            shutil.rmtree(old)
+                libraries=LIBRARIES,
+            )
     except OSError as e:
         raise RetrievalError(f"cannot write the FAQ index to {directory}: {e}") from e
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def read_manifest(directory: Path) -> tuple[Path, dict[str, Any]]:

