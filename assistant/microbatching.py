@@ -59,7 +59,7 @@ class BatcherClosed(ModelError):
 class _Slot:
     """One queued call: its input, when it arrived, and (once done) its result or error."""
 
-    __slots__ = ("item", "arrived", "done", "result", "error")
+    __slots__ = ("arrived", "done", "error", "item", "result")
 
     def __init__(self, item: Any, arrived: float) -> None:
         self.item = item
@@ -254,7 +254,7 @@ class MicroBatcher(Generic[T, R]):
                     raise ModelError(
                         f"the {self.name} batch returned {len(results)} results for {len(batch)} inputs"
                     )
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - handed to its caller, re-raised there
                 if len(batch) == 1:
                     batch[0].error = error
                     batch[0].done = True
