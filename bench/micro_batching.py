@@ -27,11 +27,13 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import platform
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -109,16 +111,37 @@ def run_phase(base: str, run: str, texts: list[str], clients: int, duration: flo
     return {"ok": len(latencies), "failed": len(failures), "wall_s": wall, "latencies": latencies}
 
 
+def cpu_seconds(server: Gunicorn) -> float:
+    """User + system CPU seconds used so far by the server's worker process (all its threads)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in server.worker_pids():
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
+
+
+def measured(server: Gunicorn, phase: Callable[[], dict]) -> dict:
+    """``phase()`` with the worker's CPU seconds spent during it added as ``cpu_s``."""
+    before = cpu_seconds(server)
+    result = phase()
+    result["cpu_s"] = cpu_seconds(server) - before
+    return result
+
+
 def summarize(phases: list[dict]) -> dict:
     latencies = [x for p in phases for x in p["latencies"]]
     ok = sum(p["ok"] for p in phases)
     wall = sum(p["wall_s"] for p in phases)
+    cpu = sum(p.get("cpu_s", 0.0) for p in phases)
     return {
         "requests": ok,
         "failed": sum(p["failed"] for p in phases),
         "requests_per_s": ok / wall if wall else 0.0,
         "p50_ms": 1000 * percentile(latencies, 0.50),
         "p95_ms": 1000 * percentile(latencies, 0.95),
+        "cpu_ms_per_request": 1000 * cpu / ok if ok else float("nan"),
+        "cores_busy": cpu / wall if wall else 0.0,
     }
 
 
@@ -179,13 +202,21 @@ def main(argv: list[str] | None = None) -> int:
         single: dict[str, list[dict]] = {name: [] for name in servers}
         for r in range(args.rounds):
             for name, server in servers.items():
-                phase = run_phase(
-                    server.url, f"{name}-r{r}-n", texts, args.clients, args.duration, args.max_requests
+                phase = measured(
+                    server,
+                    lambda server=server, name=name, r=r: run_phase(
+                        server.url, f"{name}-r{r}-n", texts, args.clients, args.duration, args.max_requests
+                    ),
                 )
                 concurrent[name].append(phase)
                 print(f"round {r} {name}: {args.clients} clients {summarize([phase])}", flush=True)
             for name, server in servers.items():
-                phase = run_phase(server.url, f"{name}-r{r}-1", texts, 1, 600.0, args.single)
+                phase = measured(
+                    server,
+                    lambda server=server, name=name, r=r: run_phase(
+                        server.url, f"{name}-r{r}-1", texts, 1, 600.0, args.single
+                    ),
+                )
                 single[name].append(phase)
                 print(f"round {r} {name}: 1 client {summarize([phase])}", flush=True)
     finally:
@@ -213,10 +244,12 @@ def main(argv: list[str] | None = None) -> int:
     throughput = c["ours"]["requests_per_s"] / c["batch-1"]["requests_per_s"]
     p95_ratio = c["ours"]["p95_ms"] / c["batch-1"]["p95_ms"]
     p50_single = s["ours"]["p50_ms"] / s["batch-1"]["p50_ms"]
+    cpu_ratio = c["batch-1"]["cpu_ms_per_request"] / c["ours"]["cpu_ms_per_request"]
     result["ratios"] = {
         "throughput_16_clients": throughput,
         "p95_16_clients": p95_ratio,
         "p50_one_client": p50_single,
+        "cpu_per_request_16_clients": cpu_ratio,
     }
     rows = [
         ("req/s, 16 clients", c["ours"]["requests_per_s"], c["batch-1"]["requests_per_s"], throughput, ">= 3x",
@@ -226,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
          c["ours"]["p50_ms"] / c["batch-1"]["p50_ms"], "", None),
         ("p50 ms, 1 client", s["ours"]["p50_ms"], s["batch-1"]["p50_ms"], p50_single, "<= 1.05x",
          p50_single <= 1.05),
+        ("CPU ms/req, 16 cl.", c["ours"]["cpu_ms_per_request"], c["batch-1"]["cpu_ms_per_request"],
+         1 / cpu_ratio, "", None),
+        ("cores busy, 16 cl.", c["ours"]["cores_busy"], c["batch-1"]["cores_busy"],
+         c["ours"]["cores_busy"] / c["batch-1"]["cores_busy"], "", None),
         ("p95 ms, 1 client", s["ours"]["p95_ms"], s["batch-1"]["p95_ms"],
          s["ours"]["p95_ms"] / s["batch-1"]["p95_ms"], "", None),
     ]  # fmt: skip
@@ -242,8 +279,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _loadavg() -> tuple[float, float, float]:
-    import os
-
     return os.getloadavg()
 
 

@@ -10,8 +10,9 @@ serving the apps of ``bench/overhead_apps.py``:
    ``--generator-ms`` (0 = the framework's cost alone). One client, blocks of requests alternating
    between the two servers; p50/p95 and the overhead ``ours / bare - 1`` of p50 [goal <= 10 %]; and
    ``--clients`` concurrent clients' requests/s.
-2. **History length.** One conversation is filled with N turns (a customer message and its reply
-   each) through ``/v1/chat`` for N in ``--history`` (``ASSISTANT_HISTORY_MAX_TURNS`` raised so
+2. **History length.** One conversation gets a first turn through ``/v1/chat``, then N - 1 more turns
+   (a customer message and its reply each, ``StoredTurn`` JSON as the server writes it) pushed to its
+   history directly, for N in ``--history`` (``ASSISTANT_HISTORY_MAX_TURNS`` raised so
    nothing is trimmed), copied (Redis ``COPY``) to ``--copies`` conversations, and one more message
    sent to each copy: p50/p95 latency per N.
 3. **Memory.** ``--conversations`` conversations of ``--turns`` turns each through ``/v1/chat``:
@@ -39,7 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import redis
 from load_parts import API_KEY, REPO, free_port, percentile, request, wait_until
+from overhead_apps import REPLY
 
+from server.store.history import StoredTurn
 from server.store.redis_process import RedisProcess
 
 
@@ -173,8 +176,17 @@ def history_growth(run_dir: Path, redis_url: str, args: argparse.Namespace) -> d
         sequential(app.url, "warm-hist", 30)
         for n in args.history:
             seed = f"seed-{n}"
-            sequential(app.url, seed, n, conversation=seed)
+            sequential(app.url, seed, 1, conversation=seed)  # a real first turn: state, history, answer
             base = f"hist:{{conv:{seed}}}"
+            pipe = client.pipeline(transaction=False)
+            for i in range(1, n):  # then n - 1 more turns as the server stores them, without n requests
+                for role, extra in (("customer", {}), ("agent", {"source": "model", "confidence": 0.9})):
+                    text = "where is my order 1234? it is late" if role == "customer" else REPLY
+                    pipe.rpush(
+                        f"{base}:history", StoredTurn(role, text, f"m{i}", time.time(), **extra).to_json()
+                    )
+            pipe.hset(f"{base}:state", "turns", 2 * n)
+            pipe.execute()
             history_bytes = client.memory_usage(f"{base}:history")
             latencies = []
             for k in range(args.copies):
