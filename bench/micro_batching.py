@@ -155,6 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--single", type=int, default=40, help="requests of each one-client phase")
     parser.add_argument("--max-requests", type=int, default=5000, help="request budget of each phase")
     parser.add_argument("--texts", type=int, default=48, help="distinct texts that reach the model")
+    parser.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=None,
+        help="ours: ASSISTANT_BATCH_WAIT_MS (default: the setting's)",
+    )
     parser.add_argument("--json", default="", help="write the results here")
     args = parser.parse_args(argv)
 
@@ -186,7 +192,15 @@ def main(argv: list[str] | None = None) -> int:
             "",
             workers=1,
             threads=args.threads,
-            extra_env={**common, "ASSISTANT_REDIS_PREFIX": "mb"},
+            extra_env={
+                **common,
+                "ASSISTANT_REDIS_PREFIX": "mb",
+                **(
+                    {"ASSISTANT_BATCH_WAIT_MS": str(args.batch_wait_ms)}
+                    if args.batch_wait_ms is not None
+                    else {}
+                ),
+            },
         ),
     }
     for name, server in servers.items():
@@ -234,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             "rounds": args.rounds,
             "single_requests": args.single,
             "texts": len(texts),
+            "batch_wait_ms": args.batch_wait_ms if args.batch_wait_ms is not None else "default",
             "faq_route": "bypassed (no FAQ index loaded); every text chosen reaches the reply model",
             "model": str(model_dir),
         },
