@@ -311,3 +311,23 @@ def test_server_settings_wire_the_batcher(make_app, tokenizer):
     pipeline.batching.close()
     response = app.test_client().post("/v1/chat", json={"conversation_id": "c1", "text": "where is it"})
     assert response.status_code == 503 and response.get_json()["error"]["code"] == "model_unavailable"
+
+
+@pytest.mark.slow
+def test_in_domain_check_scores_batched_equal_one_at_a_time():
+    """The real MiniLM in-domain check: concurrent ``score`` calls run as one ``scores`` batch and give
+    each message its own probability (equal to scoring it alone within float32 batch noise)."""
+    from assistant.routing.scope import ScopeCheck, ScopeConfig
+
+    in_domain = ["where is my parcel", "my package has not arrived yet", "I want to return my headphones"]
+    check = ScopeCheck.build(in_domain + ["can I get a refund for the broken charger"], ScopeConfig(top_k=2))
+    check.calibrate(in_domain, ["who painted the mona lisa", "set an alarm for 7am"])
+    messages = [*in_domain, "how do I bake sourdough bread", "refund for my order please", "hello there"]
+    alone = [check.score(m) for m in messages]
+    group = MicroBatching(max_batch_size=16, max_wait=1.0)
+    batched = group.scope(check)
+    assert batched.threshold == check.threshold  # the rest is the inner check's
+    got = in_threads([lambda m=m: batched.score(m) for m in messages], group)
+    assert batched.batcher.batch_sizes == [len(messages)]
+    assert got == pytest.approx(alone, rel=1e-4, abs=1e-6)
+    assert len({round(p, 3) for p in got}) > 2  # the messages differ, so a mix-up would show
