@@ -156,11 +156,13 @@ def run_turn(rt: Runtime, conversation_id: str, text: str, message_id: str | Non
         ModelError: the reply model failed, nothing stored (503).
     """
     batching = getattr(rt.pipeline, "batching", None)  # micro-batching: announced from the turn's start
-    with batching.request() if batching is not None else contextlib.nullcontext():
-        with open_turn(rt, conversation_id, text, message_id) as turn:
-            if turn.replay is not None:
-                return turn.replay
-            return turn.store(rt.pipeline.respond(turn.history, text))
+    with (
+        batching.request() if batching is not None else contextlib.nullcontext(),
+        open_turn(rt, conversation_id, text, message_id) as turn,
+    ):
+        if turn.replay is not None:
+            return turn.replay
+        return turn.store(rt.pipeline.respond(turn.history, text))
 
 
 class OpenTurn:
