@@ -29,6 +29,7 @@ from assistant.generators.t5.model import (
     load_tokenizer,
     write_manifest,
 )
+from finetune.convert_ct2 import main as convert_main
 
 torch.set_num_threads(1)
 
@@ -136,15 +137,18 @@ def test_int8_compute_type_loads_and_replies(trained_dir, requests_):
     assert len(replies) == 5 and all(0.0 < g.confidence <= 1.0 for g in replies)
 
 
+@pytest.mark.slow
 def test_conversion_cache_is_reused_then_redone_when_the_model_changes(
-    tokenizer, demo_data, tmp_path, requests_
+    tokenizer, demo_data, tmp_path, requests_, capsys
 ):
     model_dir = save_model_dir(train_tiny(tokenizer, demo_data, steps=5, seed=1), tokenizer, tmp_path / "m")
+    assert convert_main([str(model_dir)]) == 0 and "(converted)" in capsys.readouterr().out
     first = load_generator(model_dir)
     [folder] = cache_folders(model_dir)
     stamp = (folder / SOURCE_FILE).stat().st_mtime_ns
     again = load_generator(model_dir)
     assert cache_folders(model_dir) == [folder] and (folder / SOURCE_FILE).stat().st_mtime_ns == stamp
+    assert convert_main([str(model_dir)]) == 0 and "(already current)" in capsys.readouterr().out
     assert [g.text for g in again.generate(requests_[:8])] == [g.text for g in first.generate(requests_[:8])]
     # retrained weights in the same directory: a new key, converted again, the old folder removed
     save_model_dir(train_tiny(tokenizer, demo_data, steps=40, seed=2), tokenizer, model_dir)
@@ -170,6 +174,7 @@ def randomize_adapter(model, name: str, seed: int) -> None:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
 
 
+@pytest.mark.slow
 def test_adapter_is_merged_before_conversion_and_other_adapters_keep_transformers(
     trained_dir, tokenizer, tmp_path, requests_
 ):

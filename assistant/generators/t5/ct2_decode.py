@@ -107,6 +107,7 @@ class CT2Decoder:
                 f"(first difference at id {next(i for i, (a, b) in enumerate(zip(vocab, known)) if a != b)}"
                 f" of {len(known)}); delete the folder to convert again"
             )
+        self.folder = folder
         self.vocab: list[str] = vocab
         self.ids = {token: i for i, token in reversed(list(enumerate(vocab)))}  # first occurrence wins
         self.tokenizer = tokenizer
