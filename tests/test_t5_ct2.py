@@ -225,3 +225,40 @@ def test_bad_backend_settings_give_clear_errors(trained_dir, tmp_path):
     (tmp_path / "a-file").write_text("x")
     with pytest.raises(CheckpointError, match="ct2_cache_dir"):
         load_generator(trained_dir, ct2_cache_dir=tmp_path / "a-file" / "cache")
+
+
+FORK_SCRIPT = """
+import os, sys
+from assistant.generators.base import GenerationRequest
+from assistant.data import Turn
+from assistant.generators.loader import load_generator
+
+generator = load_generator(sys.argv[1])
+request = GenerationRequest(context=(Turn("customer", "I lost my card"),))
+before = generator.generate([request])[0].text
+pid = os.fork()
+if pid == 0:  # like a gunicorn worker forked after --preload: replies, then exits normally
+    sys.exit(0 if generator.generate([request])[0].text == before else 3)
+_, status = os.waitpid(pid, 0)
+print("child", os.waitstatus_to_exitcode(status), "parent", generator.generate([request])[0].text == before)
+"""
+
+
+@pytest.mark.slow
+def test_a_process_forked_after_loading_replies_and_exits(trained_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    load_generator(trained_dir)  # the conversion exists: the script only loads
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run(
+        [sys.executable, "-c", FORK_SCRIPT, str(trained_dir)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("child 0 parent True"), done.stdout

@@ -23,6 +23,9 @@ and decoded by the same tokenizer as the transformers path. ``confidence`` is ``
 the reply's tokens, end-of-sequence included, as in the transformers path: CTranslate2 returns
 ``sum log p / length ** length_penalty`` with ``length`` counting end-of-sequence, which is undone here.
 
+Processes: the translator is dropped before a ``fork`` and loaded again on first use in each process
+(its worker threads do not survive a fork), so a model loaded before gunicorn forks its workers works.
+
 Limits: CTranslate2 returns an empty reply for an input that is only end-of-sequence (an empty
 context); :meth:`CT2Decoder.generate` reports those rows as not decoded (``None``) so the caller
 decodes them with transformers. This module does not convert models, merge adapters or tokenize
@@ -33,6 +36,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import threading
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -89,17 +95,22 @@ class CT2Decoder:
         if not isinstance(threads, int) or threads < 1:
             raise ConfigError(f"ct2_threads must be an integer >= 1, got {threads!r}")
         folder = Path(folder)
+        self._options = {
+            "device": ct2_device,
+            "compute_type": compute_type,
+            "inter_threads": 1,
+            "intra_threads": threads,
+        }
+        self.folder = folder
+        self._lock = threading.Lock()
+        self._loaded: Any = None
         try:
             vocab = json.loads((folder / "shared_vocabulary.json").read_text(encoding="utf-8"))
-            self.translator = ctranslate2.Translator(
-                str(folder),
-                device=ct2_device,
-                compute_type=compute_type,
-                inter_threads=1,
-                intra_threads=threads,
-            )
+            self.translator  # noqa: B018 - load now, so that a bad folder fails at load time
         except (OSError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"cannot load the CTranslate2 model in {folder}: {e}") from e
+        ref = weakref.ref(self)
+        os.register_at_fork(before=lambda: (decoder := ref()) is not None and decoder.release())
         known = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
         if vocab[: len(known)] != known:
             raise CheckpointError(
@@ -107,12 +118,28 @@ class CT2Decoder:
                 f"(first difference at id {next(i for i, (a, b) in enumerate(zip(vocab, known)) if a != b)}"
                 f" of {len(known)}); delete the folder to convert again"
             )
-        self.folder = folder
         self.vocab: list[str] = vocab
         self.ids = {token: i for i, token in reversed(list(enumerate(vocab)))}  # first occurrence wins
         self.tokenizer = tokenizer
         self.eos = tokenizer.eos_token_id
         self.compute_type = compute_type
+
+    @property
+    def translator(self) -> Any:
+        """The ``ctranslate2.Translator``, loaded on first use in this process (see :meth:`release`)."""
+        with self._lock:
+            if self._loaded is None:
+                import ctranslate2
+
+                self._loaded = ctranslate2.Translator(str(self.folder), **self._options)
+            return self._loaded
+
+    def release(self) -> None:
+        """Drop the translator (it is loaded again on next use). Called before every ``fork``: a
+        translator's worker threads do not exist in a forked child, where it would hang on first use
+        and at exit (``gunicorn --preload`` loads the model in the master, then forks)."""
+        with self._lock:
+            self._loaded = None
 
     def options(self, settings: Any) -> dict[str, Any]:
         """``translate_batch`` keyword arguments for :class:`T5GenerationSettings` (table in the module doc)."""
