@@ -4,7 +4,11 @@
 ``T5ForConditionalGeneration``, optionally a ``PeftModel`` holding several LoRA adapters, one chosen per
 request (peft's mixed-batch ``adapter_names``). Inputs are the shared
 :func:`~assistant.model_input.format_context` text, the last ``max_context_turns`` turns, cut from the left to
-``max_source_len`` tokens. Decoding is ``transformers``' ``generate`` (greedy or beam search).
+``max_source_len`` tokens. Decoding is ``transformers``' ``generate`` (greedy or beam search), or, when a
+:class:`~assistant.generators.t5.ct2_decode.CT2Decoder` is given (``fast``: the default adapter merged and
+converted to CTranslate2), CTranslate2 for every request that uses the default adapter; requests that name
+another adapter (``generate(..., adapters=[...])``), teacher-forced ``score`` and inputs CTranslate2 cannot
+decode keep the transformers path.
 
 It does not load models or read model directories (``assistant/generators/t5/model.py``: ``load_t5_generator``).
 """
@@ -23,6 +27,7 @@ from assistant.config import require
 from assistant.errors import ModelError
 from assistant.generators.base import Generation, GenerationRequest, Generator, TextCallback, TextPieces
 from assistant.generators.t5.adapters import BASE_ADAPTER
+from assistant.generators.t5.ct2_decode import CT2Decoder
 from assistant.model_input import format_context
 
 
@@ -86,6 +91,8 @@ class T5Generator(Generator):
         settings: decoding and truncation settings.
         default_adapter: adapter used when a request names none; ``None`` = the base model alone.
         device: torch device string.
+        fast: the same model with ``default_adapter`` merged, in CTranslate2; serves the requests that use
+            ``default_adapter`` (see the module doc). ``None``: transformers serves every request.
     """
 
     def __init__(
@@ -96,6 +103,7 @@ class T5Generator(Generator):
         default_adapter: str | None = None,
         device: str = "cpu",
         name: str = "t5",
+        fast: CT2Decoder | None = None,
     ) -> None:
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
@@ -109,6 +117,7 @@ class T5Generator(Generator):
             )
         self.default_adapter = default_adapter
         self.name = name
+        self.fast = fast
 
     @property
     def supports_perplexity(self) -> bool:
@@ -138,14 +147,30 @@ class T5Generator(Generator):
         The last ``max_context_turns`` turns are kept, then the text is cut from the left to
         ``max_source_len`` tokens.
         """
-        n = self.settings.max_context_turns
-        texts = [
-            format_context(r.context[-n:], r.grounding.answer if r.grounding else None) for r in requests
-        ]
         enc = self.tokenizer(
-            texts, truncation=True, max_length=self.settings.max_source_len, padding=True, return_tensors="pt"
+            self._texts(requests),
+            truncation=True,
+            max_length=self.settings.max_source_len,
+            padding=True,
+            return_tensors="pt",
         )
         return {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+
+    def _texts(self, requests: Sequence[GenerationRequest]) -> list[str]:
+        n = self.settings.max_context_turns
+        return [format_context(r.context[-n:], r.grounding.answer if r.grounding else None) for r in requests]
+
+    def _input_ids(self, requests: Sequence[GenerationRequest]) -> list[list[int]]:
+        """Token ids per request as :meth:`encode` makes them, without padding (for CTranslate2)."""
+        return self.tokenizer(
+            self._texts(requests), truncation=True, max_length=self.settings.max_source_len
+        ).input_ids
+
+    def _served_fast(self, adapters: Sequence[str | None] | None) -> bool:
+        """Whether CTranslate2 serves these requests: it holds the default adapter merged, nothing else."""
+        return self.fast is not None and (
+            adapters is None or all(a == self.default_adapter for a in adapters)
+        )
 
     def _generation_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``generate`` (passed as kwargs, so that peft sees ``num_beams``)."""
@@ -172,7 +197,9 @@ class T5Generator(Generator):
         Args:
             requests: the conversations.
             adapters: optional per-request adapter name (``None`` = base model alone); by default every
-                request uses ``default_adapter``. Mixed adapters run in one batch (peft ``adapter_names``).
+                request uses ``default_adapter``. Mixed adapters run in one batch (peft ``adapter_names``)
+                on the transformers path; with a CTranslate2 model (``fast``), a call whose requests all
+                use ``default_adapter`` runs there.
 
         Returns:
             one :class:`Generation` per request; ``confidence = exp(mean log p)`` of the generated tokens
@@ -182,6 +209,21 @@ class T5Generator(Generator):
             ModelError: an unknown adapter name, or the count of names differs from the requests.
         """
         names = self._adapter_names(len(requests), adapters)
+        if self._served_fast(adapters):
+            fast = self.fast.generate(self._input_ids(requests), self.settings)
+            missing = [i for i, g in enumerate(fast) if g is None]  # inputs CTranslate2 cannot decode
+            if missing:
+                rest = self._generate_torch(
+                    [requests[i] for i in missing], self._adapter_names(len(missing), None)
+                )
+                for i, g in zip(missing, rest, strict=True):
+                    fast[i] = g
+            return fast  # type: ignore[return-value]
+        return self._generate_torch(requests, names)
+
+    def _generate_torch(
+        self, requests: Sequence[GenerationRequest], names: list[str] | None
+    ) -> list[Generation]:
         results: list[Generation] = []
         bs = self.settings.generation_batch_size
         for start in range(0, len(requests), bs):
@@ -195,15 +237,25 @@ class T5Generator(Generator):
     def stream(self, request: GenerationRequest, on_text: TextCallback) -> Generation:
         """Generate one reply with the default adapter, passing its text to ``on_text`` word by word.
 
-        Greedy decoding streams through transformers' ``TextStreamer``; beam search (``beam_size > 1``)
-        cannot be streamed by transformers, so its reply is passed on whole at the end. The result
-        equals ``generate([request])[0]``.
+        Greedy decoding streams through CTranslate2's step callback (``fast``) or transformers'
+        ``TextStreamer``; beam search (``beam_size > 1``) is not streamed, so its reply is passed on whole at
+        the end. The result equals ``generate([request])[0]``.
 
         Raises:
             ModelError: as :meth:`generate`.
         """
         if self.settings.beam_size > 1:
             return super().stream(request, on_text)
+        if self.fast is not None:
+            pieces = TextPieces(on_text)
+
+            def on_token(ids: list[int]) -> None:
+                pieces.update(self.tokenizer.decode(ids, skip_special_tokens=True).strip())
+
+            fast = self.fast.generate(self._input_ids([request]), self.settings, on_token=on_token)[0]
+            if fast is not None:
+                pieces.finish(fast.text)
+                return fast
         names = self._adapter_names(1, None)
         extra = {"adapter_names": names} if names is not None else {}
         pieces = TextPieces(on_text)

@@ -17,7 +17,9 @@ Input format (the same for every reply model, :func:`assistant.model_input.forma
 oldest turns go first and the latest message and the FAQ answer are kept.
 
 A model directory holds ``assistant.json`` (``kind: "t5"``), the tokenizer, and either the full model
-weights or one or more adapters on a base named by id or relative path. This module does not train
+weights or one or more adapters on a base named by id or relative path. Loading it for serving
+(:func:`load_t5_generator`) also converts the model with its default adapter merged to CTranslate2
+(``backend="ct2"``, the default; :mod:`assistant.generators.t5.ct2_convert`, cached beside the model). This module does not train
 (``finetune/train_t5.py``) and does not pick FAQ answers (``assistant/pipeline.py``).
 """
 
@@ -37,6 +39,8 @@ from assistant.config import dataclass_from_dict, require
 from assistant.errors import CheckpointError, ConfigError, ModelError
 from assistant.generators.base import MANIFEST, read_manifest_of_kind
 from assistant.generators.t5.adapters import load_adapters, merge_adapter
+from assistant.generators.t5.ct2_convert import converted_model
+from assistant.generators.t5.ct2_decode import CT2Decoder
 from assistant.generators.t5.generator import T5GenerationSettings, T5Generator, encode_targets
 from assistant.model_input import SPECIAL_MARKERS
 
@@ -229,6 +233,12 @@ def build_model(
     return model
 
 
+#: how replies are decoded when serving (:func:`load_t5_generator`'s ``backend``).
+BACKENDS = ("ct2", "transformers")
+
+#: the default CTranslate2 conversion cache folder inside a model directory.
+CT2_CACHE = "ct2"
+
 #: distributions whose versions a T5 model directory's manifest records.
 LIBRARIES = ("torch", "transformers", "peft", "accelerate")
 
@@ -252,6 +262,10 @@ def load_t5_generator(
     extra_adapters: dict[str, str] | None = None,
     merge: bool = False,
     device: str = "cpu",
+    backend: str = "ct2",
+    compute_type: str | None = None,
+    ct2_threads: int | None = None,
+    ct2_cache_dir: str | Path | None = None,
     **settings: Any,
 ) -> T5Generator:
     """Load a T5 model directory (``assistant.json`` kind ``t5``) as a :class:`T5Generator`.
@@ -266,19 +280,35 @@ def load_t5_generator(
         extra_adapters: more adapters to load beside the manifest's: name → adapter directory.
         merge: merge the default adapter into the base weights (faster; no per-request selection then).
         device: torch device.
+        backend: ``"ct2"`` (default): replies that use the default adapter are decoded by CTranslate2 on
+            the model with that adapter merged, converted at load time into ``ct2_cache_dir`` (reused
+            while the model's files are unchanged); per-request adapters and ``score`` keep transformers.
+            ``"transformers"``: ``generate`` for every reply.
+        compute_type: ``ct2`` only: ``"float32"`` (default; same greedy replies as transformers) or
+            ``"int8"`` (weights quantized when loading; faster, replies may differ).
+        ct2_threads: ``ct2`` only: CTranslate2 threads (default: ``torch.get_num_threads()``).
+        ct2_cache_dir: ``ct2`` only: where conversions are kept (default ``<path>/ct2``).
         **settings: overrides of :class:`T5GenerationSettings` fields (e.g. ``beam_size=4``).
 
     Raises:
-        CheckpointError: a missing or inconsistent file, a base model that does not fit.
-        ModelError / ConfigError: unknown adapter or setting.
+        CheckpointError: a missing or inconsistent file, a base model that does not fit, a cache folder
+            that cannot be written.
+        ModelError / ConfigError: unknown adapter, setting or backend, a ``ct2`` option with
+            ``backend="transformers"``, a compute type the device does not support.
     """
     known = {f for f in T5GenerationSettings.__dataclass_fields__}
     unknown = sorted(set(settings) - known)
     if unknown:
         raise ConfigError(
             f"unknown options {unknown} for a t5 model; valid: adapter, extra_adapters, merge, "
-            f"device, {sorted(known)}"
+            f"device, backend, compute_type, ct2_threads, ct2_cache_dir, {sorted(known)}"
         )
+    ct2_options = {"compute_type": compute_type, "ct2_threads": ct2_threads, "ct2_cache_dir": ct2_cache_dir}
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
+    if backend == "transformers" and any(v is not None for v in ct2_options.values()):
+        given = sorted(k for k, v in ct2_options.items() if v is not None)
+        raise ConfigError(f"options {given} apply to backend 'ct2' only, not to backend 'transformers'")
     path = Path(path)
     manifest = read_manifest_of_kind(path, "t5", FORMAT_VERSION)
     tok_rel = manifest.get("tokenizer", ".")
@@ -309,11 +339,48 @@ def load_t5_generator(
         raise ModelError(f"adapter {adapter!r} not in {path}; available: {sorted(adapters)} (or None = base)")
     if adapters:
         model = load_adapters(model, adapters)
+    served = adapter  # the adapter merged into the CTranslate2 model
     if merge:
         if adapter is None or len(adapters) > 1:
             raise ModelError("merge=True needs exactly one adapter loaded and selected")
         model, adapter = merge_adapter(model, adapter), None
     saved = manifest.get("generation") or {}
     gen_settings = dataclass_from_dict(T5GenerationSettings, {**saved, **settings}, str(path / MANIFEST))
-    label = "t5" + (f"+lora:{adapter}" if adapter else "") + (" (merged)" if merge else "")
-    return T5Generator(model, tokenizer, gen_settings, default_adapter=adapter, device=device, name=label)
+    fast = None
+    if backend == "ct2":
+
+        def build_merged() -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
+            if merge or not adapters:
+                return model, tokenizer  # already the served weights, a plain model
+            fresh, _ = load_base_model(base_ref, tokenizer)  # the loaded model keeps its adapters unmerged
+            if served is not None:
+                fresh = merge_adapter(load_adapters(fresh, {served: adapters[served]}), served)
+            return fresh, tokenizer
+
+        sources = [path, _model_dir_path(path, tok_rel)]
+        sources += [Path(base_ref)] if "path" in base else []
+        sources += [adapters[served]] if served is not None else []
+        folder, _ = converted_model(
+            Path(ct2_cache_dir) if ct2_cache_dir is not None else path / CT2_CACHE,
+            sources,
+            served,
+            build_merged,
+            base_id=base.get("id"),
+            model_dir=path.resolve(),
+        )
+        fast = CT2Decoder(
+            folder,
+            tokenizer,
+            compute_type=compute_type or "float32",
+            device=device,
+            threads=ct2_threads if ct2_threads is not None else torch.get_num_threads(),
+        )
+    label = (
+        "t5"
+        + (f"+lora:{served}" if served else "")
+        + (" (merged)" if merge else "")
+        + (f" ct2:{fast.compute_type}" if fast else "")
+    )
+    return T5Generator(
+        model, tokenizer, gen_settings, default_adapter=adapter, device=device, name=label, fast=fast
+    )
