@@ -28,6 +28,12 @@ from assistant.generators.t5.adapters import check_adapter_name
 from assistant.generators.t5.model import PRESETS, T5GenerationSettings, encode_targets
 from assistant.model_input import build_examples, format_context
 from finetune.length_buckets import LengthBucketBatchSampler
+from finetune.span_corruption import (
+    SpanCorruptionDataset,
+    chunk_documents,
+    read_documents,
+    sentinel_token_ids,
+)
 
 
 @dataclass
@@ -72,6 +78,14 @@ class TrainConfig:
         metadata={"help": "train every weight (needed to train from scratch) instead of a LoRA adapter"},
     )
     adapter_name: str = field(default="default", metadata={"help": "name of the trained LoRA adapter"})
+    objective: Literal["reply", "span-corruption"] = field(
+        default="reply",
+        metadata={
+            "help": "reply: context -> agent reply; span-corruption: T5's pre-training objective on raw "
+            "text (every dialog's turns, or a .txt file with one document per line) to pretrain a base "
+            "on unpaired logs before fine-tuning it with --model"
+        },
+    )
     include_domains: list[str] | None = field(
         default=None, metadata={"help": "keep only dialogs with one of these STAR meta.domains"}
     )
@@ -216,7 +230,13 @@ def make_collator(tokenizer: Any) -> DataCollatorForSeq2Seq:
 
 
 def load_data(cfg: TrainConfig, tokenizer: Any, gen: T5GenerationSettings, accelerator: Any):
-    """Tokenized training and validation examples (validation: a seeded sample of max_valid_examples)."""
+    """Tokenized training and validation examples (validation: a seeded sample of max_valid_examples).
+
+    With ``--objective span-corruption`` the examples are span-corrupted chunks of ``max_source_len``
+    tokens of raw text (:mod:`finetune.span_corruption`; the counts are then documents and chunks).
+    """
+    if cfg.objective == "span-corruption":
+        return load_span_corruption_data(cfg, tokenizer, gen)
     with accelerator.main_process_first():
         train_d = filter_domains(read_dialogs(cfg.train), cfg.include_domains, cfg.exclude_domains, cfg.train)
         valid_d = filter_domains(read_dialogs(cfg.valid), cfg.include_domains, cfg.exclude_domains, cfg.valid)
@@ -232,6 +252,21 @@ def load_data(cfg: TrainConfig, tokenizer: Any, gen: T5GenerationSettings, accel
         "valid_examples": len(valid_ex),
     }
     return train_ex, valid_ex, counts
+
+
+def load_span_corruption_data(cfg: TrainConfig, tokenizer: Any, gen: T5GenerationSettings):
+    """Span-corruption datasets of ``--train`` and ``--valid`` raw text (validation: its first
+    ``max_valid_examples`` chunks, corrupted once from the seed)."""
+    sentinels = sentinel_token_ids(tokenizer)
+    datasets, counts = [], {}
+    for role, path, seed in (("train", cfg.train, cfg.seed), ("valid", cfg.valid, cfg.seed + 1)):
+        docs = read_documents(path, cfg.include_domains, cfg.exclude_domains)
+        chunks = chunk_documents(docs, tokenizer, gen.max_source_len)
+        if role == "valid" and cfg.max_valid_examples:
+            chunks = chunks[: cfg.max_valid_examples]
+        datasets.append(SpanCorruptionDataset(chunks, sentinels, tokenizer.eos_token_id, seed=seed))
+        counts.update({f"{role}_documents": len(docs), f"{role}_examples": len(chunks)})
+    return datasets[0], datasets[1], counts
 
 
 def make_loaders(
@@ -251,9 +286,12 @@ def make_loaders(
     # own generators: creating a DataLoader iterator draws a seed, and must not consume the global RNG
     # (whose state, restored by load_state, drives dropout) or a resumed run would diverge
     if cfg.bucket_pool:
-        sampler = LengthBucketBatchSampler(
-            [example_length(e) for e in train_ex], cfg.batch_size, cfg.bucket_pool, seed=cfg.seed
+        lengths = (
+            [len(c) for c in train_ex.chunks]
+            if isinstance(train_ex, SpanCorruptionDataset)
+            else [example_length(e) for e in train_ex]
         )
+        sampler = LengthBucketBatchSampler(lengths, cfg.batch_size, cfg.bucket_pool, seed=cfg.seed)
         train_loader = DataLoader(
             train_ex, batch_sampler=sampler, collate_fn=pad, generator=torch.Generator().manual_seed(cfg.seed)
         )
@@ -266,7 +304,7 @@ def make_loaders(
             generator=torch.Generator().manual_seed(cfg.seed),
         )
     valid_loader = DataLoader(
-        sorted(valid_ex, key=example_length),
+        valid_ex if isinstance(valid_ex, SpanCorruptionDataset) else sorted(valid_ex, key=example_length),
         batch_size=cfg.batch_size * 2,
         shuffle=False,
         collate_fn=pad,

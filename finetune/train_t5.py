@@ -45,6 +45,7 @@ from assistant.generators.t5.model import (
     write_manifest,
 )
 from finetune.cli import add_threads_argument, apply_threads
+from finetune.span_corruption import read_documents
 from finetune.t5_data import TrainConfig, data_provenance, filter_domains, load_data, make_loaders
 from finetune.t5_vocab import padded_vocab_size, train_t5_tokenizer
 
@@ -105,10 +106,14 @@ def trained_vocabulary(cfg: TrainConfig, accelerator: Any | None):
     with first:
         if cfg.resume or (accelerator is not None and not accelerator.is_main_process):
             return load_tokenizer(out)
-        dialogs = filter_domains(read_dialogs(cfg.train), cfg.include_domains, cfg.exclude_domains, cfg.train)
-        return train_t5_tokenizer(
-            [t.text for d in dialogs for t in d.turns], cfg.vocab_size, out, seed=cfg.seed
-        )
+        if Path(cfg.train).suffix == ".txt":  # raw text for --objective span-corruption
+            texts = read_documents(cfg.train)
+        else:
+            dialogs = filter_domains(
+                read_dialogs(cfg.train), cfg.include_domains, cfg.exclude_domains, cfg.train
+            )
+            texts = [t.text for d in dialogs for t in d.turns]
+        return train_t5_tokenizer(texts, cfg.vocab_size, out, seed=cfg.seed)
 
 
 @torch.no_grad()
