@@ -26,13 +26,14 @@ It does not train (``finetune/train_t5.py``) and does not build the vocabulary (
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset
 
-from assistant.data import read_dialogs
+from assistant.data import Dialog, read_dialogs
 from assistant.errors import DataError
 from assistant.model_input import format_context
 
@@ -129,11 +130,11 @@ def sentinel_token_ids(tokenizer: Any) -> list[int]:
 
 
 def read_documents(
-    path: str | Path, include: list[str] | None = None, exclude: list[str] | None = None
+    path: str | Path, dialog_filter: Callable[[list[Dialog]], list[Dialog]] | None = None
 ) -> list[str]:
     """Raw text: one document per non-empty line of a ``.txt`` file, or per dialog of a dialog JSONL
-    (its turns as the reply model reads them: ``<customer> .. <agent> ..``; ``include``/``exclude`` filter
-    dialogs by ``meta.domains`` as for the reply objective).
+    (its turns as the reply model reads them: ``<customer> .. <agent> ..``), after ``dialog_filter``
+    (e.g. the ``meta.domains`` filter of ``finetune.t5_data``).
 
     Raises:
         DataError: unreadable file or no text.
@@ -145,11 +146,9 @@ def read_documents(
         except (OSError, UnicodeDecodeError) as e:
             raise DataError(f"{path}: cannot read raw text ({e})") from e
     else:
-        from finetune.t5_data import filter_domains
-
         dialogs = read_dialogs(path)
-        if include or exclude:
-            dialogs = filter_domains(dialogs, include, exclude, str(path))
+        if dialog_filter is not None:
+            dialogs = dialog_filter(dialogs)
         docs = [format_context(d.turns) for d in dialogs if d.turns]
     if not docs:
         raise DataError(f"{path}: no text for span corruption")

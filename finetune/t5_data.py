@@ -260,7 +260,9 @@ def load_span_corruption_data(cfg: TrainConfig, tokenizer: Any, gen: T5Generatio
     sentinels = sentinel_token_ids(tokenizer)
     datasets, counts = [], {}
     for role, path, seed in (("train", cfg.train, cfg.seed), ("valid", cfg.valid, cfg.seed + 1)):
-        docs = read_documents(path, cfg.include_domains, cfg.exclude_domains)
+        docs = read_documents(
+            path, lambda ds, where=path: filter_domains(ds, cfg.include_domains, cfg.exclude_domains, where)
+        )
         chunks = chunk_documents(docs, tokenizer, gen.max_source_len)
         if role == "valid" and cfg.max_valid_examples:
             chunks = chunks[: cfg.max_valid_examples]

@@ -559,6 +559,7 @@ def train_lstm(run: LSTMTraining) -> Path:
             "elapsed_s": time.monotonic() - start_time,
         }
         improved = update_progress(progress, record, finished_epoch)
+        progress["budget_used_s"] = budget.used()
         if improved:
             save_checkpoint(
                 out,
@@ -569,7 +570,6 @@ def train_lstm(run: LSTMTraining) -> Path:
                 data=data_info,
                 training=training_summary(progress, train_cfg, device, n_params, start_time),
             )
-        progress["budget_used_s"] = budget.used()
         save_train_state(state_path, model, optimizer, progress, configs)
         log_epoch(out, record, improved)
         if not finished_epoch:
@@ -743,6 +743,7 @@ def training_summary(
             "kind": "cpu" if cfg.max_cpu_minutes else "wall" if cfg.max_minutes else "none",
             "limit_minutes": cfg.max_cpu_minutes or cfg.max_minutes or None,
             "used_minutes": round(progress["budget_used_s"] / 60, 2),
+            "used_seconds": round(progress["budget_used_s"], 3),
         },
         "history": list(progress["history"]),
     }
@@ -759,7 +760,15 @@ def finalize_manifest(out: Path, summary: dict[str, Any]) -> None:
     manifest = artifacts.read_manifest(out, MANIFEST, kinds=(KIND,), format_version=FORMAT_VERSION)
     manifest["training"]["run"] = {
         k: summary[k]
-        for k in ("epochs_completed", "steps", "stop_reason", "wall_s", "history", "target_tokens_per_s")
+        for k in (
+            "epochs_completed",
+            "steps",
+            "stop_reason",
+            "wall_s",
+            "history",
+            "target_tokens_per_s",
+            "budget",
+        )
     }
     artifacts.rewrite_manifest(out, MANIFEST, manifest)
 

@@ -228,4 +228,21 @@ def test_resume_refuses_a_spent_time_budget(dialogs, tmp_path: Path, capsys) -> 
     out = tmp_path / "model"
     assert main(tiny_args(dialogs, out, "--epochs", "1", "--max-minutes", "0.0001")) == 0
     assert main(tiny_args(dialogs, out, "--epochs", "1", "--max-minutes", "0.0001", "--resume")) == 2
-    assert "raise --max-minutes" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "raise it to continue" in err and "--max-minutes 0.0001" in err, err
+
+
+def test_cpu_time_budget_stops_the_run_and_is_recorded(dialogs, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "model"
+    cpu = ("--epochs", "1", "--max-minutes", "0", "--max-cpu-minutes", "0.0001")
+    assert main(tiny_args(dialogs, out, *cpu)) == 0
+    manifest = json.loads((out / "assistant.json").read_text(encoding="utf-8"))
+    budget = manifest["training"]["budget"]
+    assert budget["kind"] == "cpu" and budget["limit_minutes"] == 0.0001
+    assert budget["used_minutes"] >= 0.0 and manifest["training"]["run"]["stop_reason"] == "time budget"
+    assert manifest["training"]["run"]["budget"]["used_seconds"] >= 0.006
+    assert main(tiny_args(dialogs, out, *cpu, "--resume")) == 2
+    assert "--max-cpu-minutes 0.0001" in capsys.readouterr().err
+    both = ("--epochs", "1", "--max-minutes", "1", "--max-cpu-minutes", "1")
+    assert main(tiny_args(dialogs, tmp_path / "other", *both)) == 2
+    assert "alternative budgets" in capsys.readouterr().err
