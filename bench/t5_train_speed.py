@@ -45,6 +45,7 @@ from typing import Any
 
 import torch
 
+from assistant import demo_data
 from assistant.generators.t5.adapters import LoraSettings
 from assistant.generators.t5.model import (
     T5GenerationSettings,
@@ -56,10 +57,11 @@ from finetune.t5_data import TrainConfig
 from finetune.t5_step import StepSettings
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
+#: ../shared/data beside the checkout, or $SHARED_DATA_DIR (as in tests/conftest.py)
+SHARED = Path(os.environ.get("SHARED_DATA_DIR") or ROOT.parent / "shared" / "data")
 STAR_TRAIN = SHARED / "dialogs" / "star" / "train.jsonl"
 T5_TOKENIZER = SHARED / "models" / "t5-small-tokenizer"
-DEMO_TRAIN = ROOT / "data" / "demo" / "dialogs" / "train.jsonl"
+DEMO_TRAIN = demo_data.directory() / "dialogs" / "train.jsonl"
 GOAL = 1.3
 #: losses of the first steps kept per path (the two paths' agreement check)
 LOSSES_KEPT = 3
@@ -202,7 +204,11 @@ def run_peer(
         disable_tqdm=False,
     )
     trainer = Trainer(
-        model=model, args=targs, train_dataset=list(batches), data_collator=lambda items: items[0]
+        model=model,
+        args=targs,
+        train_dataset=list(batches),
+        data_collator=lambda items: items[0],
+        callbacks=[Timer()],
     )
     reset_peak()
     trainer.train()
