@@ -163,8 +163,13 @@ def test_interrupted_run_resumes_to_the_same_state(dialogs_files, tmp_path, t5_t
 
 def test_bad_flags_exit_2_with_a_clear_message(dialogs_files, tmp_path, capsys, t5_tokenizer_dir):
     out = tmp_path / "x"
-    assert main([*common_flags(*dialogs_files, out), "--init-from-config", "tiny", "--full-finetune"]) == 2
-    assert "needs --tokenizer" in capsys.readouterr().err
+    scratch = [*common_flags(*dialogs_files, out), "--init-from-config", "tiny", "--full-finetune"]
+    assert main([*scratch, "--vocab-size", "8"]) == 2
+    assert "--vocab-size must be >= 16, got 8" in capsys.readouterr().err
+    assert main([*scratch, "--max-cpu-minutes", "0"]) == 2
+    assert "--max-cpu-minutes must be > 0, got 0" in capsys.readouterr().err
+    assert main([*scratch, "--bucket-pool", "-1"]) == 2
+    assert "--bucket-pool must be >= 0, got -1" in capsys.readouterr().err
     assert (
         main(
             [
