@@ -43,9 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     os.environ["ACCELERATE_USE_CPU"] = "true"
 
-    import finetune.train_t5 as train_t5
     from assistant.generators.t5.adapters import LoraSettings
     from assistant.generators.t5.model import T5GenerationSettings
+    from finetune import train_t5
     from finetune.t5_data import TrainConfig
 
     print(f"profiling {train_t5.__file__}")

@@ -27,6 +27,7 @@ from assistant.errors import DataError
 from assistant.generators.t5.adapters import check_adapter_name
 from assistant.generators.t5.model import PRESETS, T5GenerationSettings, encode_targets
 from assistant.model_input import build_examples, format_context
+from finetune.length_buckets import LengthBucketBatchSampler
 
 
 @dataclass
@@ -54,7 +55,17 @@ class TrainConfig:
     )
     tokenizer: str | None = field(
         default=None,
-        metadata={"help": "tokenizer id/dir (required with --init-from-config; default: the --model's own)"},
+        metadata={
+            "help": "tokenizer id/dir (default: the --model's own; with --init-from-config: a vocabulary of "
+            "--vocab-size pieces trained on the training dialogs)"
+        },
+    )
+    vocab_size: int = field(
+        default=8000,
+        metadata={
+            "help": "--init-from-config without --tokenizer: SentencePiece unigram pieces to train on the "
+            "training dialogs (the model's embedding is sized to fit)"
+        },
     )
     full_finetune: bool = field(
         default=False,
@@ -71,6 +82,13 @@ class TrainConfig:
         default=512, metadata={"help": "validation examples used (a seeded sample; 0 = all)"}
     )
     batch_size: int = field(default=16, metadata={"help": "examples per device per micro-batch"})
+    bucket_pool: int = field(
+        default=50,
+        metadata={
+            "help": "length bucketing: batches per pool sorted by length (less padding; batches are "
+            "shuffled per epoch); 0 = plain shuffled batches"
+        },
+    )
     grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
     lr: float = field(default=1e-3, metadata={"help": "peak learning rate (AdamW)"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
@@ -85,6 +103,13 @@ class TrainConfig:
     max_minutes: float | None = field(
         default=None,
         metadata={"help": "stop (evaluate, save, checkpoint) after this many minutes of training"},
+    )
+    max_cpu_minutes: float | None = field(
+        default=None,
+        metadata={
+            "help": "stop (evaluate, save, checkpoint) after this many minutes of this process's CPU time "
+            "(time.process_time, resumes included): fair on a shared machine"
+        },
     )
     eval_every: int = field(default=200, metadata={"help": "validation loss every N optimizer steps"})
     checkpoint_every: int | None = field(
@@ -109,9 +134,11 @@ class TrainConfig:
             (self.model is None) != (self.init_from_config is None),
             "give exactly one of --model ID_OR_DIR and --init-from-config CONFIG",
         )
+        require(self.vocab_size >= 16, f"--vocab-size must be >= 16, got {self.vocab_size}")
+        require(self.bucket_pool >= 0, f"--bucket-pool must be >= 0, got {self.bucket_pool}")
         require(
-            self.init_from_config is None or self.tokenizer is not None,
-            "--init-from-config needs --tokenizer DIR (e.g. ../shared/data/models/t5-small-tokenizer)",
+            self.max_cpu_minutes is None or self.max_cpu_minutes > 0,
+            f"--max-cpu-minutes must be > 0, got {self.max_cpu_minutes}",
         )
         require(
             self.init_from_config is None or self.full_finetune,
@@ -213,25 +240,44 @@ def make_loaders(
     valid_ex: list[dict[str, list[int]]],
     tokenizer: Any,
 ) -> tuple[DataLoader, DataLoader]:
-    """Shuffled training and ordered validation loaders (validation batches are ``2 * batch_size``)."""
+    """Training and ordered validation loaders (validation batches are ``2 * batch_size``).
+
+    Training batches are length-bucketed (:class:`finetune.length_buckets.LengthBucketBatchSampler`,
+    ``--bucket-pool`` batches per sorted pool, reshuffled per epoch from ``--seed``) and padded to their
+    own longest example; ``--bucket-pool 0`` gives plain shuffled batches instead. Validation examples
+    are sorted by length (the loss is a sum over tokens, so the order does not change it).
+    """
     pad = make_collator(tokenizer)
     # own generators: creating a DataLoader iterator draws a seed, and must not consume the global RNG
     # (whose state, restored by load_state, drives dropout) or a resumed run would diverge
-    train_loader = DataLoader(
-        train_ex,
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        collate_fn=pad,
-        generator=torch.Generator().manual_seed(cfg.seed),
-    )
+    if cfg.bucket_pool:
+        sampler = LengthBucketBatchSampler(
+            [example_length(e) for e in train_ex], cfg.batch_size, cfg.bucket_pool, seed=cfg.seed
+        )
+        train_loader = DataLoader(
+            train_ex, batch_sampler=sampler, collate_fn=pad, generator=torch.Generator().manual_seed(cfg.seed)
+        )
+    else:
+        train_loader = DataLoader(
+            train_ex,
+            batch_size=cfg.batch_size,
+            shuffle=True,
+            collate_fn=pad,
+            generator=torch.Generator().manual_seed(cfg.seed),
+        )
     valid_loader = DataLoader(
-        valid_ex,
+        sorted(valid_ex, key=example_length),
         batch_size=cfg.batch_size * 2,
         shuffle=False,
         collate_fn=pad,
         generator=torch.Generator().manual_seed(cfg.seed),
     )
     return train_loader, valid_loader
+
+
+def example_length(example: dict[str, list[int]]) -> int:
+    """The bucketing key of a tokenized example: source + target tokens."""
+    return len(example["input_ids"]) + len(example["labels"])
 
 
 def data_provenance(cfg: TrainConfig, counts: dict[str, int]) -> dict[str, Any]:

@@ -13,7 +13,8 @@ turns → AdamW with linear warmup then linear decay → per epoch: length-bucke
 gradient clipping, validation loss and perplexity, the best model saved as a checkpoint
 (``assistant/generators/lstm/checkpoint.py``), the full training state saved for ``--resume``, early stopping on
 validation loss; when training stops, the model's in-domain check is calibrated on the validation
-dialogs (``finetune/calibrate_scope.py``; ``--no-scope-check`` skips it). A time budget (``--max-minutes``, the whole run's, resumes included) stops cleanly
+dialogs (``finetune/calibrate_scope.py``; ``--no-scope-check`` skips it). A time budget (``--max-minutes`` wall clock or ``--max-cpu-minutes`` CPU time, the whole run's,
+resumes included) stops cleanly
 mid-epoch, keeping the best checkpoint. Target tokens/s is logged and written to the manifest.
 
 Learning-rate schedule: linear warmup over ``--warmup-steps``, then linear decay to
@@ -35,6 +36,7 @@ import math
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -110,6 +112,13 @@ class TrainConfig:
             "cleanly, keeping the best model; the LR decay follows it; 0 = none"
         },
     )
+    max_cpu_minutes: float = field(
+        default=0.0,
+        metadata={
+            "help": "CPU-time budget instead (this process's time.process_time, resumes included): the "
+            "compute given, whatever else loads the machine; needs --max-minutes 0; 0 = none"
+        },
+    )
     batch_size: int = field(default=64, metadata={"help": "examples per batch"})
     lr: float = field(default=1e-3, metadata={"help": "peak Adam learning rate"})
     warmup_steps: int = field(default=200, metadata={"help": "steps of linear learning-rate warmup"})
@@ -144,7 +153,19 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patience", "bucket_pool"):
             require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_minutes", "warmup_steps", "weight_decay", "max_train_examples", "max_steps"):
+        require(
+            not (self.max_minutes and self.max_cpu_minutes),
+            "--max-minutes and --max-cpu-minutes are alternative budgets; give --max-minutes 0 with "
+            "--max-cpu-minutes (the presets set --max-minutes)",
+        )
+        for name in (
+            "max_minutes",
+            "max_cpu_minutes",
+            "warmup_steps",
+            "weight_decay",
+            "max_train_examples",
+            "max_steps",
+        ):
             require(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         require(self.lr > 0, f"lr must be > 0, got {self.lr}")
         require(
@@ -311,21 +332,27 @@ def preset_training(
 
 @dataclass
 class Budget:
-    """The run's wall-clock budget, carried across ``--resume`` invocations.
+    """The run's time budget (wall clock or CPU time), carried across ``--resume`` invocations.
 
     Attributes:
         limit_s: seconds allowed in total (``inf`` = no budget).
         used_before_s: seconds used by earlier invocations of the same run.
-        started: ``time.monotonic()`` at this invocation's start.
+        clock: ``time.monotonic`` (wall clock) or ``time.process_time`` (this process's CPU time).
+        started: ``clock()`` at this invocation's start.
     """
 
     limit_s: float
     used_before_s: float = 0.0
-    started: float = field(default_factory=time.monotonic)
+    clock: Callable[[], float] = time.monotonic
+    started: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.started is None:
+            self.started = self.clock()
 
     def used(self) -> float:
         """Seconds used so far, earlier invocations included."""
-        return self.used_before_s + time.monotonic() - self.started
+        return self.used_before_s + self.clock() - self.started
 
     def fraction(self) -> float:
         """Share of the budget used, in [0, 1]; 0 without a budget."""
@@ -444,7 +471,10 @@ def train_lstm(run: LSTMTraining) -> Path:
     start_time = time.monotonic()
     train_cfg, tok_cfg, model_cfg, decode_cfg = run.train_config, run.tokenizer, run.model, run.decoding
     configs = {"train": train_cfg, "tokenizer": tok_cfg, "seq2seq": model_cfg, "decoding": decode_cfg}
-    budget = Budget(60 * train_cfg.max_minutes if train_cfg.max_minutes else math.inf, started=start_time)
+    if train_cfg.max_cpu_minutes:
+        budget = Budget(60 * train_cfg.max_cpu_minutes, clock=time.process_time)
+    else:
+        budget = Budget(60 * train_cfg.max_minutes if train_cfg.max_minutes else math.inf, started=start_time)
     apply_threads(run.threads)
     device = resolve_device(train_cfg.device)
     torch.manual_seed(train_cfg.seed)
@@ -487,8 +517,9 @@ def train_lstm(run: LSTMTraining) -> Path:
         budget.used_before_s = progress["budget_used_s"]
         if budget.exhausted():
             raise ConfigError(
-                f"--resume: the run already used {budget.used_before_s / 60:.1f} of its "
-                f"--max-minutes {train_cfg.max_minutes:g}; raise --max-minutes to continue"
+                f"--resume: the run already used {budget.used_before_s / 60:.1f} of its budget "
+                f"(--max-minutes {train_cfg.max_minutes:g} / --max-cpu-minutes "
+                f"{train_cfg.max_cpu_minutes:g}); raise it to continue"
             )
     n_params = sum(p.numel() for p in model.parameters())
     print(
@@ -708,6 +739,11 @@ def training_summary(
         "device": str(device),
         "threads": torch.get_num_threads(),
         "train_config": dataclasses.asdict(cfg),
+        "budget": {
+            "kind": "cpu" if cfg.max_cpu_minutes else "wall" if cfg.max_minutes else "none",
+            "limit_minutes": cfg.max_cpu_minutes or cfg.max_minutes or None,
+            "used_minutes": round(progress["budget_used_s"] / 60, 2),
+        },
         "history": list(progress["history"]),
     }
 

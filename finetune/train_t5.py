@@ -26,7 +26,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from assistant.config import add_dataclass_arguments, dataclass_from_args
+from assistant.data import read_dialogs
 from assistant.errors import ConfigError, report_errors
 from assistant.generators.t5.adapters import LoraSettings, attach_lora, save_adapter, trainable_parameters
 from assistant.generators.t5.model import (
@@ -45,8 +46,9 @@ from assistant.generators.t5.model import (
     write_manifest,
 )
 from finetune.cli import add_threads_argument, apply_threads
-from finetune.t5_data import TrainConfig, data_provenance, load_data, make_loaders
+from finetune.t5_data import TrainConfig, data_provenance, filter_domains, load_data, make_loaders
 from finetune.t5_step import StepSettings, compile_model, target_token_loss, target_token_nll
+from finetune.t5_vocab import padded_vocab_size, train_t5_tokenizer
 
 #: read the (device) training loss back for the progress bar every this many optimizer steps, not every
 #: micro-batch: on a GPU each read is a host-device synchronisation.
@@ -64,7 +66,9 @@ class TrainState:
     best_step: int = 0
     bad_evals: int = 0
     train_seconds: float = 0.0
+    cpu_seconds: float = 0.0  # this process's CPU time (time.process_time), all invocations
     examples_seen: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)  # one record per validation
 
     def state_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,12 +78,24 @@ class TrainState:
             setattr(self, key, value)
 
 
-def build_model_and_tokenizer(cfg: TrainConfig, lora: LoraSettings, step: StepSettings | None = None):
+def build_model_and_tokenizer(
+    cfg: TrainConfig, lora: LoraSettings, accelerator: Any | None = None, step: StepSettings | None = None
+):
     """The model to train (a PeftModel with one adapter unless ``full_finetune``) and its tokenizer;
-    its encoder and decoder compiled in place when ``step.compile``."""
+    its encoder and decoder compiled in place when ``step.compile``.
+
+    With ``--init-from-config`` and no ``--tokenizer``, a ``--vocab-size`` SentencePiece vocabulary is
+    trained on the (domain-filtered) training dialogs (:mod:`finetune.t5_vocab`), saved into the output
+    directory at once (a ``--resume`` loads it from there) and the model's ``vocab_size`` set to fit it.
+    """
     if cfg.init_from_config:
-        tokenizer = load_tokenizer(cfg.tokenizer)
-        model = build_model(resolve_model_config(cfg.init_from_config), tokenizer, seed=cfg.seed)
+        config = resolve_model_config(cfg.init_from_config)
+        if cfg.tokenizer:
+            tokenizer = load_tokenizer(cfg.tokenizer)
+        else:
+            tokenizer = trained_vocabulary(cfg, accelerator)
+            config.vocab_size = padded_vocab_size(tokenizer)
+        model = build_model(config, tokenizer, seed=cfg.seed)
     else:
         tokenizer = load_tokenizer(cfg.tokenizer) if cfg.tokenizer else None
         model, tokenizer = load_base_model(cfg.model, tokenizer)
@@ -88,6 +104,22 @@ def build_model_and_tokenizer(cfg: TrainConfig, lora: LoraSettings, step: StepSe
     if step is not None and step.compile:
         compile_model(model)
     return model, tokenizer
+
+
+def trained_vocabulary(cfg: TrainConfig, accelerator: Any | None):
+    """The run's own vocabulary: trained on every turn of the training dialogs (main process first) and
+    saved to the output directory, or loaded from there on ``--resume``."""
+    from contextlib import nullcontext
+
+    out = Path(cfg.output_dir)
+    first = accelerator.main_process_first() if accelerator is not None else nullcontext()
+    with first:
+        if cfg.resume or (accelerator is not None and not accelerator.is_main_process):
+            return load_tokenizer(out)
+        dialogs = filter_domains(read_dialogs(cfg.train), cfg.include_domains, cfg.exclude_domains, cfg.train)
+        return train_t5_tokenizer(
+            [t.text for d in dialogs for t in d.turns], cfg.vocab_size, out, seed=cfg.seed
+        )
 
 
 @torch.no_grad()
@@ -291,15 +323,57 @@ def accumulation_step(
     return loss
 
 
-def time_is_up(accelerator: Any, cfg: TrainConfig, elapsed: Callable[[], float]) -> bool:
-    """Whether ``--max-minutes`` has passed, agreed by every process (the main process's clock decides).
+class RunClock:
+    """Wall-clock and CPU time of a run, earlier invocations (``--resume``) included.
+
+    CPU time is the process's (``time.process_time``: user + system time of all its threads), so with
+    one torch thread it measures the compute a run was given whatever else loads the machine.
+    """
+
+    def __init__(self, state: TrainState) -> None:
+        self._wall0, self._wall_before = time.monotonic(), state.train_seconds
+        self._cpu0, self._cpu_before = time.process_time(), state.cpu_seconds
+
+    def wall(self) -> float:
+        """Wall-clock seconds of the run so far."""
+        return self._wall_before + time.monotonic() - self._wall0
+
+    def cpu(self) -> float:
+        """CPU seconds of the run so far."""
+        return self._cpu_before + time.process_time() - self._cpu0
+
+    def stamp(self, state: TrainState) -> None:
+        """Store both clocks in ``state`` (saved with the checkpoint)."""
+        state.train_seconds, state.cpu_seconds = self.wall(), self.cpu()
+
+
+def budget_spent(cfg: TrainConfig, clock: RunClock) -> bool:
+    """Whether ``--max-minutes`` (wall clock) or ``--max-cpu-minutes`` (CPU time) is used up."""
+    wall_out = cfg.max_minutes is not None and clock.wall() > cfg.max_minutes * 60
+    return wall_out or (cfg.max_cpu_minutes is not None and clock.cpu() > cfg.max_cpu_minutes * 60)
+
+
+def budget_record(cfg: TrainConfig, state: TrainState) -> dict[str, Any]:
+    """The manifest's ``budget``: kind (``cpu``, ``wall``, both or ``none``), limits and use, in minutes."""
+    kinds = [k for k, v in (("cpu", cfg.max_cpu_minutes), ("wall", cfg.max_minutes)) if v is not None]
+    return {
+        "kind": "+".join(kinds) or "none",
+        "max_cpu_minutes": cfg.max_cpu_minutes,
+        "max_wall_minutes": cfg.max_minutes,
+        "cpu_minutes_used": round(state.cpu_seconds / 60, 2),
+        "wall_minutes_used": round(state.train_seconds / 60, 2),
+    }
+
+
+def time_is_up(accelerator: Any, cfg: TrainConfig, clock: RunClock) -> bool:
+    """Whether the time budget is spent, agreed by every process (the main process's clocks decide).
 
     Without a budget it is ``False`` without asking the other processes (``check_trigger`` is a reduce
     and a host-device synchronisation).
     """
-    if cfg.max_minutes is None:
+    if cfg.max_minutes is None and cfg.max_cpu_minutes is None:
         return False
-    if elapsed() > cfg.max_minutes * 60 and accelerator.is_main_process:
+    if budget_spent(cfg, clock) and accelerator.is_main_process:
         accelerator.set_trigger()
     return accelerator.check_trigger()
 
@@ -312,11 +386,21 @@ def evaluate_and_checkpoint(
     state: TrainState,
     cfg: TrainConfig,
     manifest: dict[str, Any],
-    elapsed: Callable[[], float],
+    clock: RunClock,
 ) -> tuple[dict[str, Any], bool]:
     """Validation loss, best-model save, checkpoint. Returns the manifest and whether patience ran out."""
     val = evaluate_loss(accelerator, model, valid_loader)
-    state.train_seconds, improved = elapsed(), val < state.best_loss
+    clock.stamp(state)
+    improved = val < state.best_loss
+    state.history.append(
+        {
+            "step": state.step,
+            "examples_seen": state.examples_seen,
+            "valid_loss": val,
+            "cpu_s": round(state.cpu_seconds, 1),
+            "wall_s": round(state.train_seconds, 1),
+        }
+    )
     if improved:
         state.best_loss, state.best_step, state.bad_evals = val, state.step, 0
         manifest = {**manifest, "training": figures(state, val, cfg, accelerator, "best so far")}
@@ -362,7 +446,7 @@ def train(
     if cfg.resume and not (out / "checkpoint").is_dir():
         raise ConfigError(f"--resume: no {out / 'checkpoint'} to resume from")
     step = step if step is not None else StepSettings()
-    model, tokenizer = build_model_and_tokenizer(cfg, lora, step)
+    model, tokenizer = build_model_and_tokenizer(cfg, lora, accelerator, step)
     train_ex, valid_ex, counts = load_data(cfg, tokenizer, gen, accelerator)
     train_loader, valid_loader = make_loaders(cfg, train_ex, valid_ex, tokenizer)
     trainable, total = trainable_parameters(model)
@@ -394,11 +478,9 @@ def train(
         dynamic_ncols=True,
     )
     model.train()
-    start, start_seconds, start_examples = time.monotonic(), state.train_seconds, state.examples_seen
+    start, start_examples = time.monotonic(), state.examples_seen
+    clock = RunClock(state)
     stop_reason, loss_ema, loss_sum, loss_count = "max steps", None, None, 0
-
-    def elapsed() -> float:
-        return start_seconds + time.monotonic() - start
 
     done = state.step >= total_steps
     while not done and state.epoch < epochs:
@@ -422,23 +504,23 @@ def train(
                     loss=f"{loss_ema:.3f}",
                     ex_s=f"{(state.examples_seen - start_examples) / (time.monotonic() - start):.1f}",
                 )
-            out_of_time = time_is_up(accelerator, cfg, elapsed)
+            out_of_time = time_is_up(accelerator, cfg, clock)
             if state.step % cfg.eval_every == 0 or state.step >= total_steps or out_of_time:
                 manifest, patience_out = evaluate_and_checkpoint(
-                    accelerator, model, tokenizer, valid_loader, state, cfg, manifest, elapsed
+                    accelerator, model, tokenizer, valid_loader, state, cfg, manifest, clock
                 )
                 if patience_out:
                     stop_reason, done = f"early stopping (patience {cfg.patience})", True
             elif state.step % every_ckpt == 0:
-                state.train_seconds = elapsed()
+                clock.stamp(state)
                 save_checkpoint(accelerator, cfg)
             if interrupt_after_steps is not None and state.step >= interrupt_after_steps:
-                state.train_seconds = elapsed()
+                clock.stamp(state)
                 save_checkpoint(accelerator, cfg)
                 bar.close()
                 return manifest
             if out_of_time:
-                stop_reason, done = f"time budget ({cfg.max_minutes} min)", True
+                stop_reason, done = f"time budget ({budget_record(cfg, state)['kind']})", True
             if state.step >= total_steps:
                 done = True
             if done:
@@ -446,7 +528,7 @@ def train(
         else:
             state.epoch, state.batches_in_epoch = state.epoch + 1, 0
     bar.close()
-    state.train_seconds = elapsed()
+    clock.stamp(state)
     return finish(accelerator, out, cfg, state, manifest, stop_reason, total_steps)
 
 
@@ -480,8 +562,12 @@ def figures(state: TrainState, best: float, cfg: TrainConfig, accelerator: Any, 
         "best_valid_loss": best,
         "best_valid_ppl": math.exp(min(best, 50)) if math.isfinite(best) else None,
         "train_seconds": round(state.train_seconds, 1),
+        "cpu_seconds": round(state.cpu_seconds, 1),
         "examples_seen": state.examples_seen,
         "examples_per_second": round(state.examples_seen / max(state.train_seconds, 1e-9), 2),
+        "examples_per_cpu_second": round(state.examples_seen / max(state.cpu_seconds, 1e-9), 2),
+        "budget": budget_record(cfg, state),
+        "valid_history": list(state.history),
         "num_processes": accelerator.num_processes,
         "mixed_precision": cfg.mixed_precision,
         "device": str(accelerator.device),

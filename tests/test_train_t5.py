@@ -122,12 +122,19 @@ def test_lora_run_writes_an_adapter_model_dir_that_loads(dialogs_files, base_dir
 
 
 @pytest.mark.slow
-def test_interrupted_run_resumes_to_the_same_state(dialogs_files, tmp_path, t5_tokenizer_dir):
+@pytest.mark.parametrize("batching", ["plain", "bucketed+trained-vocab"])
+def test_interrupted_run_resumes_to_the_same_state(dialogs_files, tmp_path, t5_tokenizer_dir, batching):
+    # plain shuffled batches with a given tokenizer; or length-bucketed batches (pools of 2 batches) with a
+    # vocabulary trained by the run itself (a resume must load that vocabulary, not train another)
+    vocab = (
+        ["--tokenizer", str(t5_tokenizer_dir), "--bucket-pool", "0"]
+        if batching == "plain"
+        else ["--vocab-size", "200", "--bucket-pool", "2"]
+    )
     flags = [
         "--init-from-config",
         "tiny",
-        "--tokenizer",
-        str(t5_tokenizer_dir),
+        *vocab,
         "--full-finetune",
         "--max-steps",
         "12",
@@ -159,12 +166,20 @@ def test_interrupted_run_resumes_to_the_same_state(dialogs_files, tmp_path, t5_t
     ma = json.loads((straight / "assistant.json").read_text())["training"]
     mb = json.loads((resumed / "assistant.json").read_text())["training"]
     assert (ma["steps"], ma["best_valid_loss"]) == (mb["steps"], mb["best_valid_loss"])
+    assert [h["valid_loss"] for h in ma["valid_history"]] == [h["valid_loss"] for h in mb["valid_history"]]
+    assert ma["epochs_completed"] >= 1, "the interrupted step and the resume must span an epoch boundary"
+    assert (straight / "tokenizer.json").read_bytes() == (resumed / "tokenizer.json").read_bytes()
 
 
 def test_bad_flags_exit_2_with_a_clear_message(dialogs_files, tmp_path, capsys, t5_tokenizer_dir):
     out = tmp_path / "x"
-    assert main([*common_flags(*dialogs_files, out), "--init-from-config", "tiny", "--full-finetune"]) == 2
-    assert "needs --tokenizer" in capsys.readouterr().err
+    scratch = [*common_flags(*dialogs_files, out), "--init-from-config", "tiny", "--full-finetune"]
+    assert main([*scratch, "--vocab-size", "8"]) == 2
+    assert "--vocab-size must be >= 16, got 8" in capsys.readouterr().err
+    assert main([*scratch, "--max-cpu-minutes", "0"]) == 2
+    assert "--max-cpu-minutes must be > 0, got 0" in capsys.readouterr().err
+    assert main([*scratch, "--bucket-pool", "-1"]) == 2
+    assert "--bucket-pool must be >= 0, got -1" in capsys.readouterr().err
     assert (
         main(
             [
