@@ -3,8 +3,9 @@
 Runs ``finetune.train_t5.train`` of whichever checkout is first on ``PYTHONPATH`` (so the same script
 profiles the loop before and after a change: ``PYTHONPATH=/path/to/old/checkout``) on a from-config
 T5, for ``--steps`` optimizer steps, and prints the operators by self CPU time and the Python
-functions by own time. The whole ``train`` call is profiled (data loading, model building and one
-final validation of ``--batch-size`` examples included); with the defaults the steps are most of it.
+functions by own time, over steps 2 to ``--steps`` + 1 (from the start of the second
+``accumulation_step`` to the end of the last; the loop's own work between steps, batch loading and
+collation included; data preparation, model building and the final validation are not).
 
     python bench/t5_train_profile.py [--model-config star-small] [--tokenizer DIR] [--train FILE]
         [--dialogs 400] [--batch-size 16] [--steps 8] [--rows 15] [--threads 1]
@@ -67,15 +68,40 @@ def main(argv: list[str] | None = None) -> int:
             warmup_steps=2,
         )
         gen = T5GenerationSettings(max_context_turns=4, max_source_len=96, max_target_len=48)
+        cfg.max_steps = args.steps + 1  # the first step is not profiled (first-call allocations)
+        prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
         py = cProfile.Profile()
-        start = time.perf_counter()
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-            py.enable()
-            manifest = train_t5.train(cfg, gen, LoraSettings())
-            py.disable()
-        wall = time.perf_counter() - start
-    steps = manifest["training"]["steps"]
-    print(f"\n{steps} steps; whole train() {wall:.1f} s; load average {os.getloadavg()}")
+        marks: dict[str, float] = {}
+        step_fn, calls = train_t5.accumulation_step, [0]
+
+        def profiled_step(*a, **kw):
+            # the loop looks ``accumulation_step`` up in its module at each call, so this wraps the real one
+            calls[0] += 1
+            if calls[0] == 2:
+                prof.start()
+                py.enable()
+                marks["wall"], marks["cpu"] = time.perf_counter(), time.process_time()
+            loss = step_fn(*a, **kw)
+            if calls[0] == args.steps + 1:
+                marks["wall"], marks["cpu"] = (
+                    time.perf_counter() - marks["wall"],
+                    time.process_time() - marks["cpu"],
+                )
+                py.disable()
+                prof.stop()
+            return loss
+
+        train_t5.accumulation_step = profiled_step
+        try:
+            train_t5.train(cfg, gen, LoraSettings())
+        finally:
+            train_t5.accumulation_step = step_fn
+    n = args.steps
+    print(
+        f"\nprofiled steps 2..{n + 1} ({n} steps, batch {args.batch_size}): "
+        f"{marks['wall'] / n * 1000:.0f} ms wall/step, {marks['cpu'] / n * 1000:.0f} ms CPU/step "
+        f"(under the profilers); load average {os.getloadavg()}"
+    )
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
     out = io.StringIO()
     pstats.Stats(py, stream=out).sort_stats("tottime").print_stats(args.rows)

@@ -128,6 +128,9 @@ def test_a_wrapper_without_a_t5_inside_uses_its_own_forward(tok, batch):
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings(
+    "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"
+)  # torch's own
 def test_compiled_step_gives_the_eager_loss_and_gradients(tok, batch):
     eager, compiled = tiny_model(tok), tiny_model(tok)
     compile_model(compiled)
