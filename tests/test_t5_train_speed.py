@@ -18,7 +18,13 @@ from assistant.generators.t5.adapters import LoraSettings, attach_lora
 from assistant.generators.t5.model import T5GenerationSettings, build_model, load_tokenizer
 from assistant.generators.t5.model import T5ModelConfig as Size
 from finetune.t5_data import make_collator, tokenize_examples
-from finetune.t5_step import compile_model, target_token_loss, target_token_nll, unwrapped_t5
+from finetune.t5_step import (
+    LinearCrossEntropy,
+    compile_model,
+    target_token_loss,
+    target_token_nll,
+    unwrapped_t5,
+)
 
 torch.set_num_threads(1)
 
@@ -74,6 +80,21 @@ def test_loss_over_target_tokens_equals_the_models_own_loss_and_gradients(tok, b
     assert expected.keys() == got.keys()
     for name, g in expected.items():
         assert torch.allclose(got[name], g, rtol=1e-4, atol=1e-6), name
+
+
+@pytest.mark.parametrize("weight_grad", [True, False])  # full fine-tuning / a frozen (LoRA) projection
+def test_fused_linear_cross_entropy_matches_linear_then_cross_entropy(weight_grad):
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(37, 16, generator=g, requires_grad=True)
+    weight = (torch.randn(300, 16, generator=g) * 0.3).requires_grad_(weight_grad)
+    targets = torch.randint(0, 300, (37,), generator=g)
+    ref = torch.nn.functional.cross_entropy(hidden @ weight.t(), targets)
+    ref_grads = torch.autograd.grad(ref * 3.0, [hidden, weight] if weight_grad else [hidden])
+    got = LinearCrossEntropy.apply(hidden, weight, targets)
+    got_grads = torch.autograd.grad(got * 3.0, [hidden, weight] if weight_grad else [hidden])
+    assert torch.allclose(got, ref, rtol=1e-6, atol=1e-6)
+    for a, b in zip(got_grads, ref_grads):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
 def test_lora_model_takes_the_short_path_with_the_same_loss(tok, batch):
