@@ -18,7 +18,7 @@ Scenarios (each bounded in time and request count, each checks every stored conv
 
 ``python bench/reliability.py --model-dir M --index-dir I --scenario all --duration 180 --json out.json``
 prints one JSON object per scenario (and writes them all to ``--json``). The texts sent are the demo
-FAQ queries (``data/faq/queries-dev.jsonl``): FAQ questions and out-of-scope ones, so both the FAQ
+FAQ queries (``assistant/demo_data/faq/queries-dev.jsonl``): FAQ questions and out-of-scope ones, so both the FAQ
 route and the reply model run.
 """
 
@@ -38,7 +38,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from load_parts import (
-    REPO,
     Gunicorn,
     LoadState,
     RedisServer,
@@ -48,9 +47,11 @@ from load_parts import (
     verify,
 )
 
+from assistant import demo_data
+
 
 def texts() -> list[str]:
-    lines = (REPO / "data" / "faq" / "queries-dev.jsonl").read_text().splitlines()
+    lines = demo_data.path(demo_data.QUERIES).read_text().splitlines()
     return [json.loads(line)["text"] for line in lines if line.strip()]
 
 

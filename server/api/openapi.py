@@ -72,6 +72,7 @@ class Operation:
         responses: status → response model (``None`` = no body; ``str`` = that media type, text).
         errors: the error statuses it can answer (each documented with :class:`ErrorResponse`).
         scope: the API-key scope it needs (``None`` = no key needed).
+        query: its query parameters, as OpenAPI parameter objects.
     """
 
     method: str
@@ -82,6 +83,7 @@ class Operation:
     responses: dict[int, Any] = field(default_factory=dict)
     errors: tuple[int, ...] = ()
     scope: str | None = None
+    query: tuple[dict[str, Any], ...] = ()
 
 
 _CONVERSATION_PARAM = {
@@ -156,7 +158,36 @@ OPERATIONS: tuple[Operation, ...] = (
         "admin",
     ),
     Operation("get", "/openapi.json", "openapi", "This document", None, {200: "application/json"}),
+    Operation(
+        "get",
+        "/widget.js",
+        "widgetScript",
+        "The embeddable chat widget's script",
+        None,
+        {200: "text/javascript"},
+    ),
+    Operation(
+        "get",
+        "/widget/",
+        "widgetDemo",
+        "A demo page with the chat widget on it",
+        None,
+        {200: "text/html"},
+        (422,),
+        query=(
+            {
+                "name": "site_key",
+                "in": "query",
+                "required": False,
+                "description": "a public site key the page's widget sends (server/site_keys.py)",
+                "schema": {"type": "string", "maxLength": 128},
+            },
+        ),
+    ),
 )
+#: routes left out of the document on purpose: the helpdesk channels' webhooks take Chatwoot's and
+#: Sunshine Conversations' own payloads and signatures (docs/integrations/), and Swagger UI's files
+UNDOCUMENTED_PREFIXES = ("/webhooks/chatwoot", "/webhooks/sunshine", "/docs", "/static")
 
 
 #: ``server.api.schemas.conversation_id_problem`` as a pattern: 1-128 characters, no '/' and no control
@@ -225,6 +256,8 @@ def build_spec(max_text_chars: int) -> dict[str, Any]:
         if "{conversation_id}" in op.path:
             param = {**_CONVERSATION_PARAM, "schema": {"type": "string", "pattern": CONVERSATION_ID_PATTERN}}
             operation["parameters"] = [param]
+        if op.query:
+            operation["parameters"] = [*operation.get("parameters", ()), *op.query]
         if op.request is not None:
             operation["requestBody"] = {
                 "required": True,
