@@ -36,6 +36,7 @@ knows how any model works (``assistant/generators/base.py``).
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ from assistant.config import require
 from assistant.data import ROLES, Turn
 from assistant.errors import ConfigError, DataError
 from assistant.generators.base import GenerationRequest, Generator
+from assistant.microbatching import MicroBatching
 from assistant.retrieval.conversational import ConversationalRetriever
 from assistant.retrieval.index import FaqIndex, Hit
 from assistant.routing.rules import SMALLTALK_MODES, ConversationRules, Decision
@@ -213,6 +215,7 @@ class Pipeline:
         generator: Generator | None,
         config: PipelineConfig | None = None,
         scope: ScopeCheck | None = None,
+        batching: MicroBatching | None = None,
     ) -> None:
         """
         Args:
@@ -221,6 +224,8 @@ class Pipeline:
             config: routing settings (defaults if ``None``).
             scope: the reply model's calibrated in-domain check, or ``None`` (every message the FAQ
                 does not answer reaches the generator).
+            batching: micro-batching of concurrent ``respond`` calls' generator and in-domain check
+                calls (``assistant/microbatching.py``), or ``None`` (each call runs alone).
 
         Raises:
             ConfigError: neither index nor generator; an uncalibrated index or in-domain check;
@@ -245,8 +250,9 @@ class Pipeline:
         self.conversational = (
             ConversationalRetriever.from_index(index) if index is not None and index.conversation else None
         )
-        self.generator = generator
-        self.scope = scope
+        self.batching = batching
+        self.generator = batching.generator(generator) if batching is not None else generator
+        self.scope = batching.scope(scope) if batching is not None else scope
         self._handoff_replies = {_normalize(r) for r in self.config.handoff_replies}
         c = self.config
         self.rules = ConversationRules(
@@ -274,10 +280,17 @@ class Pipeline:
     def respond(self, history: Sequence[Turn], text: str) -> Reply:
         """Reply to the customer's message ``text`` after the earlier turns ``history`` (oldest first).
 
+        With ``batching``, the call is announced to the batchers for its duration, so that concurrent
+        calls' model steps wait for it (bounded) and run as one batch.
+
         Raises:
             DataError: ``text`` is not a non-empty string, or a history item is not a valid Turn.
             ModelError / RetrievalError: the generator or the index fails (not hidden behind a fallback).
         """
+        with self.batching.request() if self.batching is not None else contextlib.nullcontext():
+            return self._respond(history, text)
+
+    def _respond(self, history: Sequence[Turn], text: str) -> Reply:
         if not isinstance(text, str) or not text.strip():
             raise DataError(f"message text must be a non-empty string, got {text!r}")
         for i, turn in enumerate(history):

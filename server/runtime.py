@@ -40,6 +40,7 @@ def load_pipeline(
     index_dir: str | Path | None,
     config: Any = None,
     generator_options: dict[str, Any] | None = None,
+    batching: Any = None,
 ) -> ReplyPipeline:
     """Load the FAQ index and the reply model named by the settings into an ``assistant`` Pipeline.
 
@@ -49,6 +50,7 @@ def load_pipeline(
         index_dir: an FAQ index directory written by ``assistant-build-index``, or ``None``.
         config: an ``assistant.pipeline.PipelineConfig`` (defaults if ``None``).
         generator_options: keyword options for the model's loader (e.g. ``beam_size``, ``adapter``).
+        batching: an ``assistant.microbatching.MicroBatching`` for concurrent requests, or ``None``.
 
     Raises:
         ConfigError: neither is given.
@@ -69,7 +71,7 @@ def load_pipeline(
     generator = load_generator(model_dir, **(generator_options or {})) if model_dir else None
     scope = load_scope_check(model_dir) if model_dir else None  # None (with a warning) for older models
     log.info("loaded FAQ index %s and reply model %s", index_dir or "-", model_dir or "-")
-    return Pipeline(index, generator, config, scope=scope)
+    return Pipeline(index, generator, config, scope=scope, batching=batching)
 
 
 class Runtime:
@@ -127,8 +129,12 @@ class Runtime:
                 index_dir or None,
                 pipeline_config,
                 settings.generator_loader_options(),
+                batching=micro_batching(settings),
             )
             self.model_info = {"model_dir": model_dir or None, "index_dir": index_dir or None}
+        batching = getattr(self.pipeline, "batching", None)
+        if batching is not None:  # fail requests still queued for the model with a clear 503 at close
+            self.on_close.append(batching.close)
         app.extensions["assistant"] = self
 
     def _connect_store(self, app: Flask, settings: Settings) -> DialogStore:
@@ -164,6 +170,16 @@ def client_from_settings(url: str, settings: Settings, *, max_connections: int |
         backoff_cap=settings.redis_backoff_cap,
         max_connections=max_connections or settings.redis_max_connections,
     )
+
+
+def micro_batching(settings: Settings) -> Any:
+    """The ``assistant.microbatching.MicroBatching`` of the settings ``max_batch_size`` and
+    ``batch_wait_ms``, or ``None`` when ``max_batch_size`` is 1 (off)."""
+    from assistant.microbatching import MicroBatching
+
+    if settings.max_batch_size <= 1:
+        return None
+    return MicroBatching(settings.max_batch_size, settings.batch_wait_ms / 1000)
 
 
 def store_from_settings(client: redis.Redis, settings: Settings) -> DialogStore:

@@ -196,6 +196,21 @@ class Settings:
             "1 thread against 130 ms with 2. 0 = leave PyTorch's default (all cores)."
         ),
     )
+    max_batch_size: int = field(
+        default=16,
+        metadata=_help(
+            "Micro-batching: most concurrent requests of one server process whose reply model (and in-domain "
+            "check) run as one batch (assistant/microbatching.py). 1 = off: every request runs alone."
+        ),
+    )
+    batch_wait_ms: float = field(
+        default=5.0,
+        metadata=_help(
+            "Micro-batching: milliseconds a batch waits at most for requests of the same process that are "
+            "still on their way to the model (a lone request never waits). 0 = batch only requests that "
+            "queued while the model was busy."
+        ),
+    )
     max_text_chars: int = field(
         default=2000, metadata=_help("Longest message text accepted, in characters (longer: 413).")
     )
@@ -351,6 +366,13 @@ class Settings:
             "torch_threads",
             self.torch_threads,
             "an integer >= 0 (0 = PyTorch's default)",
+        )
+        _check(self.max_batch_size >= 1, "max_batch_size", self.max_batch_size, "an integer >= 1 (1 = off)")
+        _check(
+            0 <= self.batch_wait_ms <= 1000,
+            "batch_wait_ms",
+            self.batch_wait_ms,
+            "a number of milliseconds in [0, 1000]",
         )
         _check(
             1 <= self.max_text_chars <= 100_000,

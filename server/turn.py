@@ -20,13 +20,16 @@ down), so neither the client's retry nor the conversation's next message waits f
 The result is a typed :class:`TurnResult`; each channel renders it in its own format (``/v1/chat``
 JSON with :meth:`TurnResult.to_json`, the Rasa webhook's message list, a helpdesk API call).
 :func:`run_turn` is steps 1-3 (:func:`open_turn`, a context manager) around one ``pipeline.respond``
-call and step 4 (:meth:`OpenTurn.store`); the streaming endpoint (``server/streaming.py``) runs the
+call and step 4 (:meth:`OpenTurn.store`), announced to the pipeline's micro-batching (if any) from its
+start, so that a batch about to run waits a few milliseconds for turns still reading Redis
+(``assistant/microbatching.py``); the streaming endpoint (``server/streaming.py``) runs the
 same steps around a streamed reply. This
 module knows no HTTP request formats (the blueprints do) and no reply logic (``assistant.pipeline``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -152,7 +155,11 @@ def run_turn(rt: Runtime, conversation_id: str, text: str, message_id: str | Non
         redis.RedisError: any other Redis failure, nothing stored (503).
         ModelError: the reply model failed, nothing stored (503).
     """
-    with open_turn(rt, conversation_id, text, message_id) as turn:
+    batching = getattr(rt.pipeline, "batching", None)  # micro-batching: announced from the turn's start
+    with (
+        batching.request() if batching is not None else contextlib.nullcontext(),
+        open_turn(rt, conversation_id, text, message_id) as turn,
+    ):
         if turn.replay is not None:
             return turn.replay
         return turn.store(rt.pipeline.respond(turn.history, text))
