@@ -25,6 +25,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,12 @@ from assistant.generators.t5.model import (
 from finetune.cli import add_threads_argument, apply_threads
 from finetune.span_corruption import read_documents
 from finetune.t5_data import TrainConfig, data_provenance, filter_domains, load_data, make_loaders
+from finetune.t5_step import StepSettings, compile_model, target_token_loss, target_token_nll
 from finetune.t5_vocab import padded_vocab_size, train_t5_tokenizer
+
+#: read the (device) training loss back for the progress bar every this many optimizer steps, not every
+#: micro-batch: on a GPU each read is a host-device synchronisation.
+LOSS_READ_EVERY = 20
 
 
 @dataclass
@@ -73,8 +79,11 @@ class TrainState:
             setattr(self, key, value)
 
 
-def build_model_and_tokenizer(cfg: TrainConfig, lora: LoraSettings, accelerator: Any | None = None):
-    """The model to train (a PeftModel with one adapter unless ``full_finetune``) and its tokenizer.
+def build_model_and_tokenizer(
+    cfg: TrainConfig, lora: LoraSettings, accelerator: Any | None = None, step: StepSettings | None = None
+):
+    """The model to train (a PeftModel with one adapter unless ``full_finetune``) and its tokenizer;
+    its encoder and decoder compiled in place when ``step.compile``.
 
     With ``--init-from-config`` and no ``--tokenizer``, a ``--vocab-size`` SentencePiece vocabulary is
     trained on the (domain-filtered) training dialogs (:mod:`finetune.t5_vocab`), saved into the output
@@ -93,6 +102,8 @@ def build_model_and_tokenizer(cfg: TrainConfig, lora: LoraSettings, accelerator:
         model, tokenizer = load_base_model(cfg.model, tokenizer)
     if not cfg.full_finetune:
         model = attach_lora(model, lora, cfg.adapter_name)
+    if step is not None and step.compile:
+        compile_model(model)
     return model, tokenizer
 
 
@@ -118,15 +129,13 @@ def trained_vocabulary(cfg: TrainConfig, accelerator: Any | None):
 
 @torch.no_grad()
 def evaluate_loss(accelerator: Any, model: Any, loader: DataLoader) -> float:
-    """Mean validation loss per target token (nats), over every process (``gather_for_metrics``)."""
+    """Mean validation loss per target token (nats), over every process (``gather_for_metrics``);
+    the vocabulary projection runs on the real target tokens only (``finetune/t5_step.py``)."""
     model.eval()
     total, count = 0.0, 0
     for batch in loader:
-        logits = model(**batch).logits  # (B, T, V)
-        nll = torch.nn.functional.cross_entropy(
-            logits.float().transpose(1, 2), batch["labels"], ignore_index=-100, reduction="none"
-        ).sum(dim=1)  # (B,)
-        tokens = (batch["labels"] != -100).sum(dim=1)  # (B,)
+        with accelerator.autocast():
+            nll, tokens = target_token_nll(model, batch)  # (B,), (B,)
         nll, tokens = accelerator.gather_for_metrics((nll, tokens))
         total += float(nll.sum())
         count += int(tokens.sum())
@@ -187,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_threads_argument(parser, "training")
     add_dataclass_arguments(parser, T5GenerationSettings)
     add_dataclass_arguments(parser, LoraSettings, prefix="lora-")
+    add_dataclass_arguments(parser, StepSettings)
     return parser
 
 
@@ -198,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = dataclass_from_args(TrainConfig, args)
     gen = dataclass_from_args(T5GenerationSettings, args)
     lora = dataclass_from_args(LoraSettings, args, prefix="lora-")
-    train(cfg, gen, lora)
+    train(cfg, gen, lora, step=dataclass_from_args(StepSettings, args))
     print(
         "WARNING: no in-domain check was calibrated for this model (the T5 trainer does not build one; with "
         "adapters the domain depends on the adapter). Until you run assistant-calibrate-scope --model-dir "
@@ -226,12 +236,19 @@ def make_accelerator(cfg: TrainConfig):
 
 
 def make_optimizer(cfg: TrainConfig, model: Any) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters; weight decay on matrices only (not biases / layer norms)."""
+    """AdamW over the trainable parameters; weight decay on matrices only (not biases / layer norms).
+
+    The fused kernel (one pass over all parameters, CPU and CUDA, floating-point parameters) when it
+    applies, else the for-each one: the same update rule (Loshchilov & Hutter, 2019), and the same
+    optimizer state, so checkpoints from either resume with either.
+    """
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in decay + no_decay)
     return torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr,
+        fused=fused,
     )
 
 
@@ -297,9 +314,11 @@ def accumulation_step(
     batch: dict[str, torch.Tensor],
     max_grad_norm: float,
 ) -> torch.Tensor:
-    """Forward + backward of one micro-batch (optimizer step when ``sync_gradients``); returns the loss."""
+    """Forward + backward of one micro-batch (optimizer step when ``sync_gradients``); returns the loss
+    (a scalar tensor on the device: reading it is a host-device synchronisation on a GPU)."""
     with accelerator.accumulate(model):
-        loss = model(**batch).loss
+        with accelerator.autocast():  # the short path calls submodules, not the prepared forward
+            loss = target_token_loss(model, batch)
         accelerator.backward(loss)
         if accelerator.sync_gradients and max_grad_norm > 0:
             accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
@@ -352,7 +371,13 @@ def budget_record(cfg: TrainConfig, state: TrainState) -> dict[str, Any]:
 
 
 def time_is_up(accelerator: Any, cfg: TrainConfig, clock: RunClock) -> bool:
-    """Whether the time budget is spent, agreed by every process (the main process's clocks decide)."""
+    """Whether the time budget is spent, agreed by every process (the main process's clocks decide).
+
+    Without a budget it is ``False`` without asking the other processes (``check_trigger`` is a reduce
+    and a host-device synchronisation).
+    """
+    if cfg.max_minutes is None and cfg.max_cpu_minutes is None:
+        return False
     if budget_spent(cfg, clock) and accelerator.is_main_process:
         accelerator.set_trigger()
     return accelerator.check_trigger()
@@ -400,13 +425,19 @@ def train(
     gen: T5GenerationSettings,
     lora: LoraSettings,
     *,
+    step: StepSettings | None = None,
     interrupt_after_steps: int | None = None,
+    on_step: Callable[[TrainState, dict[str, torch.Tensor], torch.Tensor], None] | None = None,
 ) -> dict[str, Any]:
     """Train and write the output directory; returns the manifest written.
 
     Args:
+        step: how each step is computed (``--compile``); default :class:`StepSettings`.
         interrupt_after_steps: stop after this many optimizer steps *without* finishing (no final
             evaluation or save), as a crash would, after saving the resumable state; for resume tests.
+        on_step: called after each optimizer step, before any evaluation or checkpoint, with the loop
+            state, the step's last micro-batch and its loss tensor (``bench/t5_train_speed.py`` times
+            steps with it).
 
     Raises:
         ConfigError / DataError / ModelError: bad flags, data or model.
@@ -419,7 +450,8 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
     if cfg.resume and not (out / "checkpoint").is_dir():
         raise ConfigError(f"--resume: no {out / 'checkpoint'} to resume from")
-    model, tokenizer = build_model_and_tokenizer(cfg, lora, accelerator)
+    step = step if step is not None else StepSettings()
+    model, tokenizer = build_model_and_tokenizer(cfg, lora, accelerator, step)
     train_ex, valid_ex, counts = load_data(cfg, tokenizer, gen, accelerator)
     train_loader, valid_loader = make_loaders(cfg, train_ex, valid_ex, tokenizer)
     trainable, total = trainable_parameters(model)
@@ -441,6 +473,7 @@ def train(
         f"{total_steps} steps ({steps_per_epoch}/epoch)"
     )
     manifest = build_manifest(cfg, gen, lora, accelerator, model, counts, (trainable, total))
+    manifest["step_settings"] = asdict(step)
     every_ckpt = cfg.checkpoint_every or cfg.eval_every
     bar = tqdm(
         total=total_steps,
@@ -452,7 +485,7 @@ def train(
     model.train()
     start, start_examples = time.monotonic(), state.examples_seen
     clock = RunClock(state)
-    stop_reason, loss_ema = "max steps", None
+    stop_reason, loss_ema, loss_sum, loss_count = "max steps", None, None, 0
 
     done = state.step >= total_steps
     while not done and state.epoch < epochs:
@@ -460,16 +493,22 @@ def train(
             loss = accumulation_step(accelerator, model, optimizer, scheduler, batch, cfg.max_grad_norm)
             state.batches_in_epoch += 1
             state.examples_seen += batch["input_ids"].shape[0] * accelerator.num_processes
-            lv = float(loss.detach())
-            loss_ema = lv if loss_ema is None else 0.98 * loss_ema + 0.02 * lv
+            loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
+            loss_count += 1
             if not accelerator.sync_gradients:
                 continue
             state.step += 1
+            if on_step is not None:
+                on_step(state, batch, loss)
             bar.update(1)
-            bar.set_postfix(
-                loss=f"{loss_ema:.3f}",
-                ex_s=f"{(state.examples_seen - start_examples) / (time.monotonic() - start):.1f}",
-            )
+            if state.step % LOSS_READ_EVERY == 0 or state.step >= total_steps:
+                mean = float(loss_sum) / loss_count  # the one host-device sync per LOSS_READ_EVERY steps
+                loss_ema = mean if loss_ema is None else 0.8 * loss_ema + 0.2 * mean
+                loss_sum, loss_count = None, 0
+                bar.set_postfix(
+                    loss=f"{loss_ema:.3f}",
+                    ex_s=f"{(state.examples_seen - start_examples) / (time.monotonic() - start):.1f}",
+                )
             out_of_time = time_is_up(accelerator, cfg, clock)
             if state.step % cfg.eval_every == 0 or state.step >= total_steps or out_of_time:
                 manifest, patience_out = evaluate_and_checkpoint(
