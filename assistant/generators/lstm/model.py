@@ -166,8 +166,12 @@ class Seq2SeqModel(nn.Module):
         Returns:
             ``(batch, tgt_len)`` NLL in nats, 0 where ``tgt_out == pad_id``.
         """
-        nll = F.cross_entropy(logits.transpose(1, 2), tgt_out, ignore_index=self.pad_id, reduction="none")
-        return nll  # (B, T)
+        # Over (B*T, V) rows: contiguous, so log-softmax runs over unit-stride rows (the (B, V, T) layout
+        # of ``logits.transpose(1, 2)`` made it and its backward strided and several times slower).
+        nll = F.cross_entropy(
+            logits.reshape(-1, logits.size(-1)), tgt_out.reshape(-1), ignore_index=self.pad_id, reduction="none"
+        )
+        return nll.view(tgt_out.shape)  # (B, T)
 
     def step(self, tokens: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
         """One decoding step: the log-probabilities of the next token for each row.
