@@ -9,7 +9,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install serve test clean
+.PHONY: install serve test clean bench-peers
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,3 +28,17 @@ test: install
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache
+
+# Peers for the LSTM benchmarks (bench/lstm_train_speed.py, bench/lstm_decode_speed.py): OpenNMT-py 3.5 in
+# its own venv beside torch 2.13 (--no-deps, then its imports), never in .venv.
+ONMT_VENV ?= .venv-onmt
+
+$(ONMT_VENV)/.installed:
+	$(PYTHON) -m venv $(ONMT_VENV)
+	$(ONMT_VENV)/bin/pip install torch==2.13.0
+	$(ONMT_VENV)/bin/pip install --no-deps "OpenNMT-py==3.5.*"
+	$(ONMT_VENV)/bin/pip install pyonmttok spacy waitress pyahocorasick tensorboard rapidfuzz subword-nmt \
+		fasttext-wheel regex sacrebleu configargparse sentencepiece numpy pyyaml
+	touch $@
+
+bench-peers: $(ONMT_VENV)/.installed

@@ -3,8 +3,8 @@
 Same data (STAR train cut into our SentencePiece pieces, ``bench/lstm_peer.py``), same sizes
 (bidirectional 1x384 encoder, 1x384 decoder, embedding 256, general attention, no input feed, bridge,
 dropout 0.1), 64 sentences per batch, Adam-family optimiser at 2e-3 with gradient clipping, one thread
-each. Each trainer uses its own batching (ours: length-bucketed pools of 100 batches sorted by target
-then source length; OpenNMT-py: one bucket of the whole corpus sorted by source then target length).
+each. Each trainer uses its own batching (ours: the STAR preset's length-bucketed pools of 400 batches sorted
+by target then source length; OpenNMT-py: one bucket of the whole corpus sorted by source then target length).
 
 Ours runs in this process through the trainer's own loop (``finetune.train_lstm.run_epoch``: batch
 building, learning rate, forward, backward, clipping, optimiser); its figure is non-pad target tokens
@@ -43,7 +43,7 @@ from assistant.generators.lstm import Seq2SeqModel
 from assistant.generators.lstm.checkpoint import save_checkpoint
 from assistant.generators.lstm.tokenizer import TokenizerConfig
 from finetune.lstm_data import make_batches
-from finetune.train_lstm import Budget, TrainConfig, make_optimizer, run_epoch
+from finetune.train_lstm import PRESETS, Budget, TrainConfig, make_optimizer, run_epoch
 
 GOAL = 1.2
 REPORT = re.compile(
@@ -62,7 +62,7 @@ def train_ours(data: lstm_peer.PeerData, warmup: int, steps: int, keep: Path | N
         warmup_steps=0,
         final_lr_ratio=1.0,
         clip_norm=1.0,
-        bucket_pool=100,
+        bucket_pool=PRESETS["star"]["bucket_pool"],
         seed=0,
         device="cpu",
     )

@@ -86,3 +86,97 @@ def test_fast_encoder_gives_the_same_loss_logits_and_gradients() -> None:
         torch.testing.assert_close(grads[name], ref_grads[name], atol=1e-5, rtol=1e-4, msg=name)
     # and the model's own forward (the trainer's path) gives those logits
     torch.testing.assert_close(model(src, src_len, tgt_in).detach(), ref_logits, atol=1e-5, rtol=1e-5)
+
+
+def full_copy_reorder(state, indices):
+    """The beam reorder before the fast path: every tensor of the state copied per row."""
+    from assistant.generators.lstm.model import DecoderState
+
+    return DecoderState(
+        h=state.h.index_select(1, indices),
+        c=state.c.index_select(1, indices),
+        memory=state.memory.index_select(0, indices),
+        keys=state.keys.index_select(0, indices),
+        src_mask=state.src_mask.index_select(0, indices),
+    )
+
+
+def tiny_trained_model() -> Seq2SeqModel:
+    """A tiny model trained 60 steps to copy its source reversed: peaked, varied-length replies."""
+    torch.manual_seed(0)
+    model = Seq2SeqModel(Seq2SeqConfig(emb_size=16, hidden_size=32, dropout=0.0), vocab_size=24, pad_id=0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(60):
+        lengths = torch.randint(1, 8, (16,), generator=generator)
+        src = torch.zeros(16, 7, dtype=torch.long)
+        tgt = torch.zeros(16, 9, dtype=torch.long)
+        for row, n in enumerate(lengths.tolist()):
+            tokens = torch.randint(4, 24, (n,), generator=generator)
+            src[row, :n] = tokens
+            tgt[row, 0] = 2
+            tgt[row, 1 : n + 1] = tokens.flip(0)
+            tgt[row, n + 1] = 3
+        loss = model.token_nll(model(src, lengths, tgt[:, :-1]), tgt[:, 1:]).sum() / (lengths + 1).sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"beam_size": 1},
+        {"beam_size": 4},
+        {"beam_size": 4, "length_penalty": 1.0, "no_repeat_ngram_size": 2},
+        {"beam_size": 3, "min_len": 2},
+    ],
+)
+def test_fast_decoding_gives_the_replies_of_the_reference_path(options: dict) -> None:
+    from assistant.generators.decoding import DecodingConfig, decode
+    from assistant.generators.lstm import reorder_state
+
+    model = tiny_trained_model()
+    src, src_len = batch([7, 3, 5, 1, 7, 2, 4, 6], seed=5)
+    src = src.clamp(max=23)
+    config = DecodingConfig(max_len=10, **options)
+    with torch.no_grad():
+        model.train()  # dropout 0: the reference path (fused nn.LSTM per step, full-copy reorder)
+        reference = decode(model.step, full_copy_reorder, model.encode(src, src_len), 8, 2, 3, config)
+        model.eval()  # the fast path: LSTM cell steps, beams sharing their source's memory
+        fast = decode(model.step, reorder_state, model.encode(src, src_len), 8, 2, 3, config)
+        single = [
+            decode(
+                model.step,
+                reorder_state,
+                model.encode(src[i : i + 1, : int(src_len[i])], src_len[i : i + 1]),
+                1,
+                2,
+                3,
+                config,
+            )
+            for i in range(8)
+        ]
+    assert fast.tokens == reference.tokens
+    assert fast.n_scored == reference.n_scored
+    assert fast.log_probs == pytest.approx(reference.log_probs, abs=1e-5)
+    assert [s.tokens[0] for s in single] == reference.tokens  # batch 1 (one fused encoder call) too
+    assert len({len(t) for t in reference.tokens}) > 1
+
+
+def test_reorder_keeps_one_memory_row_per_source_until_rows_change_source() -> None:
+    from assistant.generators.lstm import reorder_state
+
+    model = tiny_model(1).eval()
+    src, src_len = batch([3, 2])
+    state = model.encode(src, src_len)
+    expanded = reorder_state(state, torch.tensor([0, 0, 0, 1, 1, 1]))
+    assert expanded.h.size(1) == 6 and expanded.memory.size(0) == 2  # 3 beams share each source
+    moved = reorder_state(expanded, torch.tensor([2, 0, 0, 5, 3, 4]))
+    assert moved.memory.size(0) == 2
+    torch.testing.assert_close(moved.h, expanded.h[:, [2, 0, 0, 5, 3, 4]])
+    mixed = reorder_state(expanded, torch.tensor([3, 0, 1, 4, 5, 5]))  # row 0 now follows source 1
+    assert mixed.memory.size(0) == 6
+    torch.testing.assert_close(mixed.memory, state.memory[[1, 0, 0, 1, 1, 1]])
+    torch.testing.assert_close(mixed.src_mask, state.src_mask[[1, 0, 0, 1, 1, 1]])

@@ -74,10 +74,23 @@ class Attention(nn.Module):
             memory: encoder outputs ``(batch, src_len, memory_size)``.
             src_mask: ``(batch, src_len)`` bool, True at real tokens; every row needs at least one True.
 
+        ``keys``, ``memory`` and ``src_mask`` may instead have ``batch / G`` rows, query rows
+        ``i*G .. i*G+G-1`` then attending over memory row ``i`` (beam search: the beams of one request
+        share its encoder outputs instead of carrying G copies).
+
         Returns:
             ``(context, weights)``: context ``(batch, tgt_len, memory_size)`` and attention weights
             ``(batch, tgt_len, src_len)`` (zero at padded positions, rows sum to 1).
         """
+        if query.size(0) != keys.size(0):  # beams sharing their item's memory: (B*G, T, .) over (B, S, .)
+            group = query.size(0) // keys.size(0)
+            context, weights = self(
+                query.reshape(keys.size(0), group * query.size(1), query.size(2)), keys, memory, src_mask
+            )  # (B, G*T, H_mem), (B, G*T, S)
+            return (
+                context.view(query.size(0), query.size(1), -1),
+                weights.view(query.size(0), query.size(1), -1),
+            )
         if self.method == "dot":
             scores = torch.bmm(query, keys.transpose(1, 2))  # (B, T, S)
         elif self.method == "general":

@@ -88,7 +88,10 @@ class Decoder(nn.Module):
             position.
         """
         embedded = self.dropout(self.embedding(tokens))  # (B, T, E)
-        outputs, state = self.lstm(embedded, state)  # (B, T, H)
+        if tokens.size(1) == 1 and not self.training:
+            outputs, state = self._lstm_step(embedded, state)  # (B, 1, H)
+        else:
+            outputs, state = self.lstm(embedded, state)  # (B, T, H)
         context, _ = self.attention(outputs, keys, memory, src_mask)  # (B, T, H)
         attentional = torch.tanh(self.combine(torch.cat([context, outputs], dim=-1)))  # (B, T, H)
         attentional = self.dropout(attentional)
@@ -99,3 +102,26 @@ class Decoder(nn.Module):
         else:
             logits = self.output(attentional)  # (B, T, V)
         return logits, state
+
+    def _lstm_step(
+        self, embedded: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """One time step of ``self.lstm`` (eval mode) as LSTM cells: the same weights and equations.
+
+        ``nn.LSTM`` on one position costs a fused-kernel call that re-packs the weights every call
+        (most of a beam-search step on CPU); ``torch.lstm_cell`` (what ``nn.LSTMCell`` calls) does two
+        matrix products. Args and returns as ``nn.LSTM`` with ``batch_first``: ``(B, 1, E)`` in,
+        ``(B, 1, H)`` out, state ``(layers, B, H)``.
+        """
+        h, c = state
+        layer_input = embedded.squeeze(1)  # (B, E)
+        hs, cs = [], []
+        for layer in range(self.lstm.num_layers):
+            weights = [
+                getattr(self.lstm, f"{n}_l{layer}") for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+            ]
+            h_l, c_l = torch.lstm_cell(layer_input, (h[layer], c[layer]), *weights)  # (B, H) each
+            hs.append(h_l)
+            cs.append(c_l)
+            layer_input = h_l
+        return layer_input.unsqueeze(1), (torch.stack(hs), torch.stack(cs))

@@ -26,9 +26,10 @@ class DecoderState(NamedTuple):
 
     Attributes:
         h, c: decoder LSTM state ``(decoder_layers, batch, hidden)``.
-        memory: encoder outputs ``(batch, src_len, hidden)``.
-        keys: attention keys ``(batch, src_len, *)``.
-        src_mask: ``(batch, src_len)`` bool, True at real source tokens.
+        memory: encoder outputs ``(batch, src_len, hidden)``, or ``(batch / G, src_len, hidden)`` when
+            ``G`` consecutive rows (beams) share one source (see :func:`reorder_state`).
+        keys: attention keys ``(batch, src_len, *)`` (rows as ``memory``).
+        src_mask: ``(batch, src_len)`` bool, True at real source tokens (rows as ``memory``).
     """
 
     h: torch.Tensor
@@ -42,17 +43,33 @@ def reorder_state(state: DecoderState, indices: torch.Tensor) -> DecoderState:
     """Select (and repeat) batch rows of a state: row ``i`` of the result is row ``indices[i]``.
 
     Used by beam search to expand a batch to ``batch * beam`` rows and to follow surviving beams.
+    The source side (``memory``, ``keys``, ``src_mask``) is not copied per row when it need not be:
+    it keeps one row per source item while every new row ``i`` comes from the same item as before,
+    i.e. rows ``i*G .. i*G+G-1`` all select rows of item ``i`` (the expansion to ``G`` beams and
+    every later beam reordering). Otherwise it is expanded to one row per row.
 
     Args:
-        state: a state with ``N`` rows.
+        state: a state with ``N`` rows (its source side ``N`` or ``N / G_old`` rows).
         indices: ``(M,)`` long tensor of row indices in ``[0, N)``.
     """
+    rows, items = state.h.size(1), state.memory.size(0)
+    old_group = rows // items
+    new_rows = indices.numel()
+    source_items = indices // old_group if old_group > 1 else indices  # (M,) item of each new row
+    if new_rows % items == 0 and bool(
+        (source_items == torch.arange(new_rows, device=indices.device) // (new_rows // items)).all()
+    ):
+        memory, keys, src_mask = state.memory, state.keys, state.src_mask
+    else:
+        memory = state.memory.index_select(0, source_items)
+        keys = state.keys.index_select(0, source_items)
+        src_mask = state.src_mask.index_select(0, source_items)
     return DecoderState(
         h=state.h.index_select(1, indices),
         c=state.c.index_select(1, indices),
-        memory=state.memory.index_select(0, indices),
-        keys=state.keys.index_select(0, indices),
-        src_mask=state.src_mask.index_select(0, indices),
+        memory=memory,
+        keys=keys,
+        src_mask=src_mask,
     )
 
 
@@ -169,7 +186,10 @@ class Seq2SeqModel(nn.Module):
         # Over (B*T, V) rows: contiguous, so log-softmax runs over unit-stride rows (the (B, V, T) layout
         # of ``logits.transpose(1, 2)`` made it and its backward strided and several times slower).
         nll = F.cross_entropy(
-            logits.reshape(-1, logits.size(-1)), tgt_out.reshape(-1), ignore_index=self.pad_id, reduction="none"
+            logits.reshape(-1, logits.size(-1)),
+            tgt_out.reshape(-1),
+            ignore_index=self.pad_id,
+            reduction="none",
         )
         return nll.view(tgt_out.shape)  # (B, T)
 
