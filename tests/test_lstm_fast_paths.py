@@ -6,6 +6,8 @@ Reference: the encoder as it was, ``nn.LSTM`` over ``pack_padded_sequence`` inpu
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -101,6 +103,7 @@ def full_copy_reorder(state, indices):
     )
 
 
+@functools.cache
 def tiny_trained_model() -> Seq2SeqModel:
     """A tiny model trained 60 steps to copy its source reversed: peaked, varied-length replies."""
     torch.manual_seed(0)
