@@ -8,7 +8,8 @@ alpha 1.0, at most 48 tokens, no n-gram blocking, one thread.
 * Latency at batch 1: each source decoded alone. Ours: ``LSTMGenerator``'s decode of the source ids
   and detokenization. Peer: ``bench/onmt_translate_worker.py`` in OpenNMT-py's venv, the engine behind
   ``onmt_translate`` (``InferenceEnginePY``) built once, each source timed through ``infer_list([line])``
-  (its numericalization, search and output pieces; model loading excluded).
+  (its numericalization, search and output pieces; model loading excluded), and all sources in one
+  ``infer_list`` call at batch size 1 (no per-call set-up); the ratio uses the faster peer figure.
 * Batched replies/s: all sources in batches of ``--batch-sizes`` (ours: the generator's length-sorted
   batches; peer: ``infer_list`` over all sources with ``-batch_size``), greedy and beam 4.
 * Ours before/after: the same model and sources through the reference path (per-step fused
@@ -168,6 +169,9 @@ def main() -> None:
     runs = [{"beam": 4, "batch": 1}] + [{"beam": b, "batch": s} for b in (1, 4) for s in args.batch_sizes]
     peer_runs = run_peer(onmt_models[-1], src_file, runs, args.workdir, args.timeout)
     peer_s = peer_runs[0]["seconds"]
+    # The peer's per-reply time without its per-call set-up (one infer_list over all sources, batch 1):
+    # the headline ratio uses the faster of the two peer figures.
+    peer_one_call_ms = 1000 * peer_runs[0]["one_call_total_seconds"] / len(sources)
     peer_rates = {
         f"{'greedy' if r['beam'] == 1 else 'beam 4'} batch {r['batch']}": len(sources) / r["total_seconds"]
         for r in peer_runs[1:]
@@ -177,7 +181,8 @@ def main() -> None:
 
     mean = lambda xs: 1000 * statistics.fmean(xs)
     p50 = lambda xs: 1000 * statistics.median(xs)
-    ratio = statistics.fmean(fast_s) / statistics.fmean(peer_s)
+    peer_best_ms = min(mean(peer_s), peer_one_call_ms)
+    ratio = mean(fast_s) / peer_best_ms
     ours_words = statistics.fmean(len(r.split()) for r in fast_replies)
     print(
         f"LSTM decoding, {len(sources)} STAR valid contexts, 1 thread, max 48 tokens, GNMT alpha 1.0, no n-gram blocking"
@@ -185,7 +190,8 @@ def main() -> None:
     print(f"{'beam 4, batch 1':32s} {'mean ms':>8s} {'p50 ms':>8s}")
     print(f"{'ours (fast path)':32s} {mean(fast_s):8.1f} {p50(fast_s):8.1f}")
     print(f"{'ours (reference path, before)':32s} {mean(ref_s):8.1f} {p50(ref_s):8.1f}")
-    print(f"{'OpenNMT-py 3.5 translator':32s} {mean(peer_s):8.1f} {p50(peer_s):8.1f}")
+    print(f"{'OpenNMT-py 3.5, call per reply':32s} {mean(peer_s):8.1f} {p50(peer_s):8.1f}")
+    print(f"{'OpenNMT-py 3.5, one call, batch 1':32s} {peer_one_call_ms:8.1f} {'':>8s}")
     print(f"latency ratio ours/peer {ratio:.2f}, goal <= {GOAL}: {'met' if ratio <= GOAL else 'NOT met'}")
     print(f"fast path replies identical to the reference path: {identical}/{len(sources)}")
     print(f"{'replies/s':32s} {'ours':>8s} {'peer':>8s} {'ratio':>6s}")
@@ -204,6 +210,7 @@ def main() -> None:
                         "ours": {"mean": mean(fast_s), "p50": p50(fast_s)},
                         "ours_reference_path": {"mean": mean(ref_s), "p50": p50(ref_s)},
                         "peer": {"mean": mean(peer_s), "p50": p50(peer_s)},
+                        "peer_one_call_per_reply": peer_one_call_ms,
                     },
                     "latency_ratio": ratio,
                     "goal": GOAL,
