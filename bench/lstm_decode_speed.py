@@ -183,7 +183,8 @@ def main() -> None:
     p50 = lambda xs: 1000 * statistics.median(xs)
     peer_best_ms = min(mean(peer_s), peer_one_call_ms)
     ratio = mean(fast_s) / peer_best_ms
-    ours_words = statistics.fmean(len(r.split()) for r in fast_replies)
+    ours_pieces = statistics.fmean(len(ids) for ids in data.tokenizer.encode(fast_replies))
+    peer_pieces = statistics.fmean(len(p.split()) for p in peer_runs[0]["predictions"])
     print(
         f"LSTM decoding, {len(sources)} STAR valid contexts, 1 thread, max 48 tokens, GNMT alpha 1.0, no n-gram blocking"
     )
@@ -197,7 +198,7 @@ def main() -> None:
     print(f"{'replies/s':32s} {'ours':>8s} {'peer':>8s} {'ratio':>6s}")
     for key, rate in ours_rates.items():
         print(f"{key:32s} {rate:8.1f} {peer_rates[key]:8.1f} {rate / peer_rates[key]:6.2f}")
-    print(f"mean reply length: ours {ours_words:.1f} pieces-words")
+    print(f"mean reply length at beam 4, batch 1: ours {ours_pieces:.1f}, peer {peer_pieces:.1f} pieces")
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1-minute)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -216,6 +217,7 @@ def main() -> None:
                     "goal": GOAL,
                     "met": ratio <= GOAL,
                     "identical_to_reference": identical,
+                    "mean_reply_pieces": {"ours": ours_pieces, "peer": peer_pieces},
                     "replies_per_s": {"ours": ours_rates, "peer": peer_rates},
                     "peer": "OpenNMT-py 3.5.1 InferenceEnginePY (onmt_translate's engine), model loaded once",
                     "load_average_before": load_before,
