@@ -199,6 +199,12 @@ def main() -> None:
     for key, rate in ours_rates.items():
         print(f"{key:32s} {rate:8.1f} {peer_rates[key]:8.1f} {rate / peer_rates[key]:6.2f}")
     print(f"mean reply length at beam 4, batch 1: ours {ours_pieces:.1f}, peer {peer_pieces:.1f} pieces")
+    # replies of different lengths cost different numbers of steps: also per piece (eos counted as one)
+    per_piece = (mean(fast_s) / (ours_pieces + 1), peer_best_ms / (peer_pieces + 1))
+    print(
+        f"ms per reply piece (+eos): ours {per_piece[0]:.2f}, peer {per_piece[1]:.2f}, "
+        f"ratio {per_piece[0] / per_piece[1]:.2f}"
+    )
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1-minute)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -218,6 +224,7 @@ def main() -> None:
                     "met": ratio <= GOAL,
                     "identical_to_reference": identical,
                     "mean_reply_pieces": {"ours": ours_pieces, "peer": peer_pieces},
+                    "ms_per_reply_piece": {"ours": per_piece[0], "peer": per_piece[1]},
                     "replies_per_s": {"ours": ours_rates, "peer": peer_rates},
                     "peer": "OpenNMT-py 3.5.1 InferenceEnginePY (onmt_translate's engine), model loaded once",
                     "load_average_before": load_before,
