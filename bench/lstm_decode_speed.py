@@ -130,6 +130,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=600, help="seconds allowed to the peer's worker")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    args.workdir = args.workdir.resolve()  # subprocesses run in other directories
     torch.set_num_threads(1)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     ours_dir, onmt_dir = args.workdir / "ours", args.workdir / "onmt"

@@ -184,6 +184,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1200, help="seconds before the peer is stopped")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    args.workdir = args.workdir.resolve()  # subprocesses run in other directories
     if args.warmup % 10 or args.steps % 10:
         raise SystemExit(
             f"--warmup and --steps must be multiples of 10 (onmt reports every 10), got {args.warmup}, {args.steps}"
