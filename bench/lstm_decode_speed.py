@@ -102,7 +102,15 @@ def run_peer(model: Path, src: Path, runs: list[dict], workdir: Path, timeout: f
     result = workdir / "onmt-result.json"
     request.write_text(
         json.dumps(
-            {"model": str(model), "src": str(src), "max_length": 48, "alpha": 1.0, "runs": runs, "warmup": 5}
+            {
+                "model": str(model),
+                "src": str(src),
+                "output": str(workdir / "onmt-pred.txt"),  # OpenNMT-py writes its replies here
+                "max_length": 48,
+                "alpha": 1.0,
+                "runs": runs,
+                "warmup": 5,
+            }
         )
     )
     worker = Path(__file__).resolve().parent / "onmt_translate_worker.py"

@@ -42,6 +42,7 @@ def main() -> None:
             [
                 "-model", request["model"],
                 "-src", request["src"],
+                "-output", request["output"],
                 "-beam_size", str(beam),
                 "-batch_size", str(batch_size),
                 "-batch_type", "sents",
