@@ -231,7 +231,7 @@ def evaluate_dialogs(
     fold_ids = np.array([fold_of(t, folds) for t in turns])
     if len(set(fold_ids.tolist())) < folds:
         raise ConfigError(f"{len(turns)} dialog turns do not fill {folds} folds; use fewer --folds")
-    encoder = encoder or EmbeddingCache(config.dense_model, config.batch_size)
+    encoder = encoder or EmbeddingCache(config.dense_model, config.batch_size, backend=config.dense_backend)
     start = time.perf_counter()
     plain = FaqIndex.build(
         entries,

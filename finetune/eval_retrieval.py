@@ -322,7 +322,9 @@ def _run_dialogs(args: argparse.Namespace) -> int:
     config = dataclass_from_args(RetrieverConfig, args)
     entries = read_faq(args.faq)
     turns = read_knowledge_turns(args.dialogs, faq_ids=[e.id for e in entries])
-    encoder = EmbeddingCache(config.dense_model, config.batch_size, args.query_cache)
+    encoder = EmbeddingCache(
+        config.dense_model, config.batch_size, args.query_cache, backend=config.dense_backend
+    )
     reuse = None
     if args.embedding_cache is not None and args.embedding_cache.is_dir():
         reuse = FaqIndex.load(args.embedding_cache)

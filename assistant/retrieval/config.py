@@ -72,6 +72,42 @@ class RetrieverConfig:
         },
     )
     batch_size: int = field(default=64, metadata={"help": "texts per batch when encoding embeddings"})
+    dense_backend: Literal["torch", "onnx", "onnx-int8"] = field(
+        default="onnx-int8",
+        metadata={
+            "help": "what runs the dense model: onnx-int8 = ONNX Runtime, int8 dynamic quantization "
+            "(exported from dense_model when the index is built, stored in the index's encoder/); "
+            "onnx = the same in float32; torch = sentence-transformers on PyTorch "
+            "(assistant/retrieval/onnx_encoder.py, docs/results/retrieval-speed.md)"
+        },
+    )
+    ann: Literal["auto", "exact", "hnsw"] = field(
+        default="auto",
+        metadata={
+            "help": "dense search: exact (every text) or hnsw (faiss HNSW graph, approximate); auto = "
+            "hnsw from ann_min_texts indexed texts on (assistant/retrieval/ann.py)"
+        },
+    )
+    ann_min_texts: int = field(
+        default=200_000,
+        metadata={
+            "help": "ann auto: the indexed-text count from which HNSW replaces exact dense search "
+            "(exact hybrid p95 passes 15 ms on one thread of the 2-core dev CPU near there; "
+            "docs/results/retrieval-speed.md)"
+        },
+    )
+    ann_candidates: int = field(
+        default=100,
+        metadata={
+            "help": "hnsw: texts fetched per query; entries none of whose texts are among them "
+            "get the lowest fetched score"
+        },
+    )
+    hnsw_m: int = field(default=32, metadata={"help": "hnsw: graph degree M"})
+    hnsw_ef_construction: int = field(default=80, metadata={"help": "hnsw: candidate list while building"})
+    hnsw_ef_search: int = field(
+        default=128, metadata={"help": "hnsw: candidate list while searching (>= ann_candidates is used)"}
+    )
 
     def __post_init__(self) -> None:
         require(
@@ -90,6 +126,19 @@ class RetrieverConfig:
         )
         require(bool(self.dense_model), "dense_model must be 'bundled' or a model directory, got ''")
         require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        require(
+            self.dense_backend in ("torch", "onnx", "onnx-int8"),
+            f"dense_backend must be torch, onnx or onnx-int8, got {self.dense_backend!r}",
+        )
+        require(self.ann in ("auto", "exact", "hnsw"), f"ann must be auto, exact or hnsw, got {self.ann!r}")
+        for name in ("ann_min_texts", "ann_candidates", "hnsw_m", "hnsw_ef_construction", "hnsw_ef_search"):
+            require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+
+    def uses_hnsw(self, n_texts: int) -> bool:
+        """Whether a dense search over ``n_texts`` indexed texts uses the HNSW graph (``ann``)."""
+        return "dense" in self.components and (
+            self.ann == "hnsw" or (self.ann == "auto" and n_texts >= self.ann_min_texts)
+        )
 
     @property
     def components(self) -> tuple[str, ...]:

@@ -48,7 +48,7 @@ from assistant.errors import AssistantError, DataError, RetrievalError
 from assistant.retrieval import calibration as cal
 from assistant.retrieval.config import Hit
 from assistant.retrieval.detection import TurnDetector, detection_metrics, fit_detector
-from assistant.retrieval.embeddings import EmbeddingCache, encode
+from assistant.retrieval.embeddings import EmbeddingCache
 from assistant.retrieval.entities import (
     DOMAIN_WIDE,
     EntityCatalog,
@@ -271,7 +271,7 @@ class ConversationalRetriever:
     def _encode(self, texts: list[str]) -> np.ndarray:
         if self._encoder is not None:
             return self._encoder.encode(texts)
-        return encode(texts, self.index.config.dense_model, self.index.config.batch_size)
+        return self.index.encode_queries(texts)
 
     def _prepare(self, conversations: Sequence[tuple[Sequence[Turn], str]], with_history: bool) -> _Prepared:
         texts = []

@@ -85,13 +85,23 @@ class EmbeddingCache:
     """
 
     def __init__(
-        self, model_name: str = BUNDLED_MODEL, batch_size: int = 64, path: Path | None = None
+        self,
+        model_name: str = BUNDLED_MODEL,
+        batch_size: int = 64,
+        path: Path | None = None,
+        backend: str = "torch",
     ) -> None:
         """
+        Args:
+            backend: what runs the model: ``torch``, or ``onnx`` / ``onnx-int8`` (exported once per
+                process, ``assistant/retrieval/onnx_encoder.py``); the file records it.
+
         Raises:
-            RetrievalError: ``path`` exists but is not a cache of ``model_name``.
+            RetrievalError: ``path`` exists but is not a cache of ``model_name`` on ``backend``.
         """
-        self.model_name, self.batch_size, self.path = model_name, batch_size, path
+        self.model_name, self.batch_size, self.path, self.backend = model_name, batch_size, path, backend
+        #: what the file's ``model`` field holds: the model name, plus the backend when not torch
+        self._identity = model_name if backend == "torch" else f"{model_name} [{backend}]"
         self._vectors: dict[str, np.ndarray] = {}
         if path is not None and Path(path).is_file():
             try:
@@ -101,9 +111,9 @@ class EmbeddingCache:
                 raise RetrievalError(
                     f"{path}: not an embedding cache ({e}); delete it to start afresh"
                 ) from e
-            if model != model_name:
+            if model != self._identity:
                 raise RetrievalError(
-                    f"{path} holds embeddings of model {model!r}, not {model_name!r}; use another file"
+                    f"{path} holds embeddings of model {model!r}, not {self._identity!r}; use another file"
                 )
             self._vectors = dict(zip(texts.tolist(), vectors, strict=True))
 
@@ -111,11 +121,21 @@ class EmbeddingCache:
         """L2-normalised embeddings ``(n_texts, dim)`` float32; texts not seen before are encoded now."""
         missing = sorted({t for t in texts if t not in self._vectors})
         if missing:
-            vectors = encode(missing, self.model_name, self.batch_size, progress)
-            self._vectors.update(zip(missing, vectors, strict=True))
+            self._vectors.update(zip(missing, self._encode(missing, progress), strict=True))
         if not texts:
-            return np.zeros((0, load_encoder(self.model_name).get_embedding_dimension()), dtype=np.float32)
+            return self._encode([], False)
         return np.stack([self._vectors[t] for t in texts]).astype(np.float32)
+
+    def _encode(self, texts: list[str], progress: bool) -> np.ndarray:
+        if self.backend == "torch":
+            if not texts:
+                return np.zeros(
+                    (0, load_encoder(self.model_name).get_embedding_dimension()), dtype=np.float32
+                )
+            return encode(texts, self.model_name, self.batch_size, progress)
+        from assistant.retrieval.onnx_encoder import exported_encoder
+
+        return exported_encoder(self.model_name, self.backend).encode(texts, self.batch_size)
 
     def save(self) -> None:
         """Write the cache to its ``path`` (no-op without one), replacing the file atomically."""
@@ -127,7 +147,7 @@ class EmbeddingCache:
         texts = list(self._vectors)
         np.savez(
             tmp,
-            model=np.array(self.model_name),
+            model=np.array(self._identity),
             texts=np.array(texts),
             vectors=np.stack(list(self._vectors.values())),
         )

