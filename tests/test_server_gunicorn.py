@@ -70,7 +70,7 @@ def model_dirs(tmp_path_factory, demo_faq_index):
 @pytest.fixture(scope="module")
 def dense_model_dirs(tmp_path_factory, demo_data):
     """The tiny LSTM and a dense FAQ index (the bundled MiniLM encoder) of five demo FAQ entries, so
-    that a request's first step runs PyTorch, as with the demo's hybrid index."""
+    that a request's first step runs PyTorch (``dense_backend="torch"``; the default runs ONNX Runtime)."""
     from assistant.data import read_faq, read_queries
     from assistant.retrieval.index import FaqIndex, RetrieverConfig
 
@@ -80,7 +80,7 @@ def dense_model_dirs(tmp_path_factory, demo_data):
     entries = every[:5]
     ids = {e.id for e in entries}
     queries = read_queries(demo_data / "faq" / "queries-dev.jsonl", [e.id for e in every])
-    index = FaqIndex.build(entries, RetrieverConfig(method="dense"))
+    index = FaqIndex.build(entries, RetrieverConfig(method="dense", dense_backend="torch"))
     index.calibrate([q for q in queries if q.faq_id is None or q.faq_id in ids])
     index.save(root / "index")
     return root / "model", root / "index"
