@@ -15,7 +15,7 @@ each dense backend (ONNX Runtime int8 / float32 vs the PyTorch sentence-transfor
 Run with ``--threads 1`` (torch and ONNX Runtime intra-op threads) under the measurement lock::
 
     flock /work/tools/bench.lock timeout 900 python bench/retrieval_speed.py --threads 1 \\
-        --embedding-cache runs/i16 --json runs/i16/retrieval-speed.json
+        --data ../shared/data/faq --embedding-cache runs/i16 --json runs/i16/retrieval-speed.json
 
 ``--embedding-cache DIR`` reuses ``DIR/cache-<set>-<backend>`` (index directories written by
 ``finetune.eval_retrieval --embedding-cache``, or by this script on its first run; encoding clinc150's
@@ -41,14 +41,12 @@ import bm25s
 import numpy as np
 import Stemmer
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
 from assistant.data import FaqEntry, read_faq, read_queries
 from assistant.retrieval.index import FaqIndex, RetrieverConfig
 from finetune.cli import apply_threads
 from finetune.eval_retrieval import holdout_examples
 
+ROOT = Path(__file__).resolve().parent.parent
 SETS = ("clinc150", "stackfaq", "banking77")
 BACKENDS = ("onnx-int8", "onnx", "torch")
 BM25_GOAL, P95_GOAL_MS = 0.8, 15.0
