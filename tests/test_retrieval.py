@@ -316,6 +316,7 @@ def test_dense_round_trip_keeps_embeddings_and_rebuild_reuses_them(
         hybrid_index.config,
         bm25=hybrid_index._bm25,
         embeddings=np.full_like(hybrid_index._embeddings, 0.5),
+        onnx=hybrid_index._onnx,
     )
     entries = [*hybrid_index.entries, rebuilt.entries[-1]]
     fresh = FaqIndex.build(entries, hybrid_index.config, reuse=marked)
