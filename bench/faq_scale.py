@@ -225,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{n}: hnsw {row['hnsw']}", file=sys.stderr, flush=True)
             del approx
         report["sizes"].append(row)
+        if args.json is not None:  # after every size, so that a run cut short keeps what it measured
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         del exact, entries
         gc.collect()
     report["load_average_end"] = os.getloadavg()
