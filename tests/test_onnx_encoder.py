@@ -3,6 +3,7 @@ is exported from, and FAQ indexes that use it: a real export of the bundled Mini
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import multiprocessing
 import os
@@ -111,6 +112,7 @@ def test_a_missing_encoder_directory_is_named(demo_faq, tmp_path: Path) -> None:
 
 
 def _encode_in_child(text: str) -> tuple[np.ndarray, bool]:
+    faulthandler.dump_traceback_later(120, exit=True)  # a deadlock fails the test instead of hanging it
     encoder = exported_encoder("bundled", "onnx-int8")  # the parent's, copied by fork
     vector = encoder.encode([text])
     return vector, encoder._pid == os.getpid()
