@@ -152,6 +152,12 @@ def main(argv: list[str] | None = None) -> int:
         "--embedding-cache", type=Path, required=True, help=".npz of the unique texts' embeddings"
     )
     parser.add_argument("--prepare", action="store_true", help="only fill the embedding cache")
+    parser.add_argument(
+        "--encoder",
+        type=Path,
+        default=None,
+        help="a saved ONNX encoder directory to use instead of exporting",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -160,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
 
     faiss.omp_set_num_threads(args.threads)
     config = RetrieverConfig(method="hybrid", ann="exact")
+    if args.encoder is not None:
+        from assistant.retrieval.onnx_encoder import OnnxEncoder, register_encoder
+
+        register_encoder(config.dense_model, OnnxEncoder.load(args.encoder))
     base = pool(args.data)
     cache = EmbeddingCache(config.dense_model, config.batch_size, args.embedding_cache, config.dense_backend)
     texts = sorted({t for e in base for t in (e.question, *e.examples)})

@@ -345,3 +345,11 @@ def exported_encoder(model_name: str, backend: str) -> OnnxEncoder:
         if key not in _EXPORTED:
             _EXPORTED[key] = export_encoder(model_name, quantize=backend == "onnx-int8")
         return _EXPORTED[key]
+
+
+def register_encoder(model_name: str, encoder: OnnxEncoder) -> None:
+    """Use ``encoder`` (e.g. loaded from a saved index) as :func:`exported_encoder`'s result for
+    ``model_name`` on its backend in this process, instead of exporting again (benchmarks and
+    evaluations that build many indexes of one model)."""
+    with _EXPORT_LOCK:
+        _EXPORTED[(model_name, encoder.backend)] = encoder
