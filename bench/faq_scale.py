@@ -43,6 +43,7 @@ import numpy as np
 from assistant.data import FaqEntry, read_faq, read_queries
 from assistant.retrieval.embeddings import EmbeddingCache
 from assistant.retrieval.index import FaqIndex, RetrieverConfig
+from assistant.retrieval.onnx_encoder import OnnxEncoder, encoder_for, exported_encoder, register_encoder
 from finetune.cli import apply_threads
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -167,11 +168,14 @@ def main(argv: list[str] | None = None) -> int:
     faiss.omp_set_num_threads(args.threads)
     config = RetrieverConfig(method="hybrid", ann="exact")
     if args.encoder is not None:
-        from assistant.retrieval.onnx_encoder import OnnxEncoder, register_encoder
-
         register_encoder(config.dense_model, OnnxEncoder.load(args.encoder))
     base = pool(args.data)
-    cache = EmbeddingCache(config.dense_model, config.batch_size, args.embedding_cache, config.dense_backend)
+    cache = EmbeddingCache(
+        config.dense_model,
+        config.batch_size,
+        args.embedding_cache,
+        onnx=encoder_for(config.dense_model, config.dense_backend),
+    )
     texts = sorted({t for e in base for t in (e.question, *e.examples)})
     t0 = time.perf_counter()
     cache.encode(texts, progress=True)
@@ -180,8 +184,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.prepare:
         return 0
     sample = texts[:128]
-    from assistant.retrieval.onnx_encoder import exported_encoder
-
     encoder = exported_encoder(config.dense_model, config.dense_backend)
     encoder.encode(sample[:64])
     t0 = time.perf_counter()

@@ -183,7 +183,7 @@ def build_index(
             index,
             conversation or ConversationConfig(),
             # tuning and calibration search the same turns: encode each text once
-            encoder=EmbeddingCache(config.dense_model, config.batch_size, backend=config.dense_backend),
+            encoder=EmbeddingCache(config.dense_model, config.batch_size, onnx=index.onnx_encoder),
         )
         if tune_conversation:
             retriever, rows = retriever.tune(turns)

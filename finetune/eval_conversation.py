@@ -50,6 +50,7 @@ from assistant.retrieval.embeddings import EmbeddingCache
 from assistant.retrieval.entities import EntityState
 from assistant.retrieval.index import FaqIndex
 from assistant.retrieval.labels import KnowledgeTurn, fold_of
+from assistant.retrieval.onnx_encoder import encoder_for
 
 #: customer turns (the new message included) joined for the naive history row.
 CONCAT_TURNS = 3
@@ -231,7 +232,9 @@ def evaluate_dialogs(
     fold_ids = np.array([fold_of(t, folds) for t in turns])
     if len(set(fold_ids.tolist())) < folds:
         raise ConfigError(f"{len(turns)} dialog turns do not fill {folds} folds; use fewer --folds")
-    encoder = encoder or EmbeddingCache(config.dense_model, config.batch_size, backend=config.dense_backend)
+    encoder = encoder or EmbeddingCache(
+        config.dense_model, config.batch_size, onnx=encoder_for(config.dense_model, config.dense_backend)
+    )
     start = time.perf_counter()
     plain = FaqIndex.build(
         entries,

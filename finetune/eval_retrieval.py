@@ -65,6 +65,7 @@ from assistant.retrieval.calibration import decision_metrics
 from assistant.retrieval.embeddings import EmbeddingCache
 from assistant.retrieval.index import FaqIndex, RetrieverConfig
 from assistant.retrieval.labels import read_knowledge_turns
+from assistant.retrieval.onnx_encoder import encoder_for
 from finetune import eval_conversation
 from finetune.build_index import ranking_metrics, tune_fusion
 from finetune.cli import add_threads_argument, apply_threads
@@ -323,7 +324,10 @@ def _run_dialogs(args: argparse.Namespace) -> int:
     entries = read_faq(args.faq)
     turns = read_knowledge_turns(args.dialogs, faq_ids=[e.id for e in entries])
     encoder = EmbeddingCache(
-        config.dense_model, config.batch_size, args.query_cache, backend=config.dense_backend
+        config.dense_model,
+        config.batch_size,
+        args.query_cache,
+        onnx=encoder_for(config.dense_model, config.dense_backend),
     )
     reuse = None
     if args.embedding_cache is not None and args.embedding_cache.is_dir():

@@ -89,17 +89,20 @@ class EmbeddingCache:
         model_name: str = BUNDLED_MODEL,
         batch_size: int = 64,
         path: Path | None = None,
-        backend: str = "torch",
+        onnx: Any = None,
     ) -> None:
         """
         Args:
-            backend: what runs the model: ``torch``, or ``onnx`` / ``onnx-int8`` (exported once per
-                process, ``assistant/retrieval/onnx_encoder.py``); the file records it.
+            onnx: the model on ONNX Runtime (an ``OnnxEncoder`` of ``model_name``,
+                ``assistant/retrieval/onnx_encoder.py``) that encodes instead of PyTorch; its backend
+                (``onnx`` / ``onnx-int8``) is recorded in the file.
 
         Raises:
             RetrievalError: ``path`` exists but is not a cache of ``model_name`` on ``backend``.
         """
-        self.model_name, self.batch_size, self.path, self.backend = model_name, batch_size, path, backend
+        self.model_name, self.batch_size, self.path, self._onnx = model_name, batch_size, path, onnx
+        #: ``torch``, or the ONNX encoder's backend
+        self.backend = backend = "torch" if onnx is None else str(onnx.backend)
         #: what the file's ``model`` field holds: the model name, plus the backend when not torch
         self._identity = model_name if backend == "torch" else f"{model_name} [{backend}]"
         self._vectors: dict[str, np.ndarray] = {}
@@ -127,15 +130,11 @@ class EmbeddingCache:
         return np.stack([self._vectors[t] for t in texts]).astype(np.float32)
 
     def _encode(self, texts: list[str], progress: bool) -> np.ndarray:
-        if self.backend == "torch":
-            if not texts:
-                return np.zeros(
-                    (0, load_encoder(self.model_name).get_embedding_dimension()), dtype=np.float32
-                )
-            return encode(texts, self.model_name, self.batch_size, progress)
-        from assistant.retrieval.onnx_encoder import exported_encoder
-
-        return exported_encoder(self.model_name, self.backend).encode(texts, self.batch_size)
+        if self._onnx is not None:
+            return self._onnx.encode(texts, self.batch_size)
+        if not texts:
+            return np.zeros((0, load_encoder(self.model_name).get_embedding_dimension()), dtype=np.float32)
+        return encode(texts, self.model_name, self.batch_size, progress)
 
     def save(self) -> None:
         """Write the cache to its ``path`` (no-op without one), replacing the file atomically."""

@@ -308,6 +308,11 @@ class FaqIndex:
         return encode(texts, self.config.dense_model, self.config.batch_size)
 
     @property
+    def onnx_encoder(self) -> OnnxEncoder | None:
+        """The dense model on ONNX Runtime (``dense_backend`` onnx / onnx-int8), else ``None``."""
+        return self._onnx
+
+    @property
     def uses_hnsw(self) -> bool:
         """Whether dense search goes through the HNSW graph (else every text is scored)."""
         return self._ann is not None

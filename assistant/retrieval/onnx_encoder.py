@@ -353,3 +353,9 @@ def register_encoder(model_name: str, encoder: OnnxEncoder) -> None:
     evaluations that build many indexes of one model)."""
     with _EXPORT_LOCK:
         _EXPORTED[(model_name, encoder.backend)] = encoder
+
+
+def encoder_for(model_name: str, backend: str) -> OnnxEncoder | None:
+    """The ONNX encoder of ``model_name`` for ``backend`` (:func:`exported_encoder`), or ``None`` for
+    ``torch`` (an ``EmbeddingCache``'s ``onnx`` argument)."""
+    return None if backend == "torch" else exported_encoder(model_name, backend)
