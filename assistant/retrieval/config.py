@@ -92,8 +92,8 @@ class RetrieverConfig:
         default=200_000,
         metadata={
             "help": "ann auto: the indexed-text count from which HNSW replaces exact dense search "
-            "(exact hybrid p95 passes 15 ms on one thread of the 2-core dev CPU near there; "
-            "docs/results/retrieval-speed.md)"
+            "(an estimate, not yet measured: the exact scan costs n_texts x 384 multiply-adds a query; "
+            "bench/faq_scale.py measures it, docs/results/retrieval-speed.md)"
         },
     )
     ann_candidates: int = field(
