@@ -3,10 +3,7 @@ is exported from, and FAQ indexes that use it: a real export of the bundled Mini
 
 from __future__ import annotations
 
-import faulthandler
 import json
-import multiprocessing
-import os
 from pathlib import Path
 
 import numpy as np
@@ -109,20 +106,3 @@ def test_a_missing_encoder_directory_is_named(demo_faq, tmp_path: Path) -> None:
         FaqIndex.load(tmp_path / "i")
     with pytest.raises(RetrievalError, match="encoder"):
         OnnxEncoder.load(tmp_path / "i" / "encoder")
-
-
-def _encode_in_child(text: str) -> tuple[np.ndarray, bool]:
-    faulthandler.dump_traceback_later(120, exit=True)  # a deadlock fails the test instead of hanging it
-    encoder = exported_encoder("bundled", "onnx-int8")  # the parent's, copied by fork
-    vector = encoder.encode([text])
-    return vector, encoder._pid == os.getpid()
-
-
-def test_a_forked_worker_encodes_with_a_session_of_its_own() -> None:
-    """gunicorn --preload loads the index in the master and forks: the child makes its own session."""
-    encoder = exported_encoder("bundled", "onnx-int8")
-    parent = encoder.encode(["where is my parcel"])
-    with multiprocessing.get_context("fork").Pool(1) as pool:
-        child, own_session = pool.apply(_encode_in_child, ("where is my parcel",))
-    assert own_session and encoder._pid == os.getpid()
-    np.testing.assert_array_equal(child, parent)
