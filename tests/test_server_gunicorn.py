@@ -67,10 +67,11 @@ def model_dirs(tmp_path_factory, demo_faq_index):
     return root / "model", root / "index"
 
 
-@pytest.fixture(scope="module")
-def dense_model_dirs(tmp_path_factory, demo_data):
+@pytest.fixture(scope="module", params=["torch", "onnx-int8"])
+def dense_model_dirs(request, tmp_path_factory, demo_data):
     """The tiny LSTM and a dense FAQ index (the bundled MiniLM encoder) of five demo FAQ entries, so
-    that a request's first step runs PyTorch (``dense_backend="torch"``; the default runs ONNX Runtime)."""
+    that a request's first step runs the query encoder in the forked worker: PyTorch, or ONNX Runtime
+    (the default ``dense_backend``; its session must be made anew after the fork)."""
     from assistant.data import read_faq, read_queries
     from assistant.retrieval.index import FaqIndex, RetrieverConfig
 
@@ -80,7 +81,7 @@ def dense_model_dirs(tmp_path_factory, demo_data):
     entries = every[:5]
     ids = {e.id for e in entries}
     queries = read_queries(demo_data / "faq" / "queries-dev.jsonl", [e.id for e in every])
-    index = FaqIndex.build(entries, RetrieverConfig(method="dense", dense_backend="torch"))
+    index = FaqIndex.build(entries, RetrieverConfig(method="dense", dense_backend=request.param))
     index.calibrate([q for q in queries if q.faq_id is None or q.faq_id in ids])
     index.save(root / "index")
     return root / "model", root / "index"

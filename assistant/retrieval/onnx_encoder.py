@@ -30,8 +30,8 @@ An encoder directory holds ``model.onnx``, ``tokenizer.json`` and the manifest `
 (source model, quantization, nodes kept float, dimension, max_seq_length, sha256 of both files, library
 versions). It lives inside an FAQ index directory (``<index>/encoder``, ``assistant/retrieval/store.py``).
 
-ONNX Runtime sessions are created per process (a session made before a ``fork`` is remade in the
-child, so ``gunicorn --preload`` workers never share a thread pool) with as many intra-op threads as
+ONNX Runtime sessions are created per process and released before every ``fork`` (made again at
+the next search), so ``gunicorn --preload`` workers never inherit a thread pool or a lock held by one) with as many intra-op threads as
 PyTorch is set to (``--threads``, ``ASSISTANT_TORCH_THREADS``). This module neither indexes nor
 searches (``assistant/retrieval/index.py``).
 """
@@ -44,6 +44,7 @@ import re
 import tempfile
 import threading
 import warnings
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,11 @@ class OnnxEncoder:
         self._session: Any = None
         self._pid = -1
         self._session_now()  # a bad model fails here, at load, not at the first search
+        # drop the session before every fork, so that no ONNX Runtime thread (or a lock one of them
+        # holds) is copied into a child: with a session alive across the fork, forked gunicorn
+        # --preload workers hung at their first search (tests/test_server_gunicorn.py)
+        ref = weakref.ref(self)
+        os.register_at_fork(before=lambda: (encoder := ref()) is not None and encoder._drop_session())
 
     @property
     def dimension(self) -> int:
@@ -108,6 +114,11 @@ class OnnxEncoder:
     def backend(self) -> str:
         """``"onnx"`` (float32) or ``"onnx-int8"``."""
         return str(self.info["backend"])
+
+    def _drop_session(self) -> None:
+        """Release this process's session (its threads end); the next search makes it again."""
+        with self._lock:
+            self._session, self._pid = None, -1
 
     def _session_now(self) -> Any:
         """This process's ONNX Runtime session (made again after a fork)."""
