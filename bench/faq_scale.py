@@ -17,7 +17,7 @@ time, memory, p50/p95, the dense retriever's **recall@10 against exact** (ties c
 entry is right when its exact score is at least the exact 10th best, since the copies of an entry
 score alike) and how often the hybrid's top entry has the exact hybrid's best score. Goal: p95 ≤ 15 ms.
 
-    flock /work/tools/bench.lock timeout 900 python bench/faq_scale.py --threads 1 \\
+    python bench/faq_scale.py --threads 1 \\
         --data ../shared/data/faq --embedding-cache runs/i16/faq-scale-embeddings.npz --json runs/i16/faq-scale.json
 
 Run it once with ``--prepare`` first (outside the lock): it only fills the embedding cache.

@@ -8,7 +8,7 @@ piece ``</s>`` ends every source line (our sources carry eos; OpenNMT-py adds no
 OpenNMT-py adds ``<s>``/``</s>`` around targets as we do, so both predict the same target tokens.
 
 It does not time anything. OpenNMT-py runs from its own virtual environment (``make bench-peers``
-builds ``.venv-onmt``; ``/work/main/.venv-onmt`` is used when the checkout has none).
+builds ``.venv-onmt`` in the checkout).
 """
 
 from __future__ import annotations
@@ -25,9 +25,7 @@ from assistant.generators.lstm.tokenizer import TOKENIZER_FILE, Tokenizer, Token
 from finetune.lstm_data import encode_examples, load_examples
 
 ROOT = Path(__file__).resolve().parent.parent
-STAR = ROOT.parent / "shared" / "data" / "dialogs" / "star"
-if not STAR.is_dir():
-    STAR = Path("/work/shared/data/dialogs/star")
+STAR = ROOT.parent / "shared" / "data" / "dialogs" / "star"  # ../shared/data beside the checkout
 
 #: The sizes of the issue: bidirectional 1x384 encoder, 1x384 decoder, embedding 256, general
 #: attention, no input feed; STAR's preset limits (64 source, 48 target tokens), dropout 0.1.
@@ -47,17 +45,15 @@ LR = 2e-3
 
 
 def onmt_bin(name: str) -> Path:
-    """Path of an OpenNMT-py console script, from ``./.venv-onmt`` or ``/work/main/.venv-onmt``.
+    """Path of an OpenNMT-py console script in the checkout's ``.venv-onmt``.
 
     Raises:
-        SystemExit: neither venv has it (run ``make bench-peers``).
+        SystemExit: the venv does not have it (run ``make bench-peers``).
     """
-    for venv in (ROOT / ".venv-onmt", Path("/work/main/.venv-onmt")):
-        if (venv / "bin" / name).is_file():
-            return venv / "bin" / name
-    raise SystemExit(
-        f"OpenNMT-py's {name} not found in ./.venv-onmt or /work/main/.venv-onmt: run `make bench-peers`"
-    )
+    script = ROOT / ".venv-onmt" / "bin" / name
+    if not script.is_file():
+        raise SystemExit(f"OpenNMT-py's {name} not found in {ROOT / '.venv-onmt'}: run `make bench-peers`")
+    return script
 
 
 def peer_env() -> dict[str, str]:

@@ -14,7 +14,7 @@ each dense backend (ONNX Runtime int8 / float32 vs the PyTorch sentence-transfor
 
 Run with ``--threads 1`` (torch and ONNX Runtime intra-op threads) under the measurement lock::
 
-    flock /work/tools/bench.lock timeout 900 python bench/retrieval_speed.py --threads 1 \\
+    python bench/retrieval_speed.py --threads 1 \\
         --data ../shared/data/faq --embedding-cache runs/i16 --json runs/i16/retrieval-speed.json
 
 ``--embedding-cache DIR`` reuses ``DIR/cache-<set>-<backend>`` (index directories written by

@@ -1,7 +1,7 @@
 """Benchmark: from-scratch T5 training throughput, trained 4k vocabulary + length buckets vs t5-small's 32k
 vocabulary + random batches (the recipe before issue 15), side by side on the same STAR examples.
 
-    flock /work/tools/bench.lock timeout 900 python bench/t5_vocab_buckets.py \\
+    python bench/t5_vocab_buckets.py \\
         --dialogs ../shared/data/dialogs/star/train.jsonl --tokenizer ../shared/data/models/t5-small-tokenizer \\
         --json runs/t5-vocab-buckets.json
 
