@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
 from assistant.errors import ConfigError, ModelError
-from assistant.generators.base import Generation, GenerationRequest, Generator, TextCallback
+from assistant.generators.base import Generation, GenerationRequest, Generator, GeneratorWrapper, TextCallback
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -282,7 +282,7 @@ class MicroBatcher(Generic[T, R]):
         self._queue.clear()
 
 
-class BatchingGenerator(Generator):
+class BatchingGenerator(GeneratorWrapper):
     """A :class:`Generator` whose single-request ``generate`` calls from concurrent threads run as one batch.
 
     ``generate`` with one request goes through the batcher; with several it calls the inner
@@ -295,8 +295,7 @@ class BatchingGenerator(Generator):
     """
 
     def __init__(self, inner: Generator, group: MicroBatching) -> None:
-        self.inner = inner
-        self.name = inner.name
+        super().__init__(inner)
         self.batcher: MicroBatcher[GenerationRequest, Generation] = group.batcher("generator", inner.generate)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
@@ -313,18 +312,6 @@ class BatchingGenerator(Generator):
         """The inner generator's stream, alone (a streamed reply is not batched); leaders stop waiting for it."""
         self.batcher.passed_by()
         return self.inner.stream(request, on_text)
-
-    @property
-    def supports_perplexity(self) -> bool:
-        return self.inner.supports_perplexity
-
-    def score(self, requests: Sequence[GenerationRequest], targets: Sequence[str]) -> tuple[float, int]:
-        return self.inner.score(requests, targets)
-
-    def __getattr__(self, name: str) -> Any:  # the model's own attributes (config, tokenizer, ...)
-        if name in ("inner", "batcher"):
-            raise AttributeError(name)
-        return getattr(self.inner, name)
 
 
 class BatchingScopeCheck:

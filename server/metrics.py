@@ -59,7 +59,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
-from assistant.generators.base import Generation, GenerationRequest, Generator, TextCallback
+from assistant.generators.base import Generation, GenerationRequest, Generator, GeneratorWrapper, TextCallback
 from server.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -107,13 +107,9 @@ for _source in ("faq", "model", "fallback"):
     REPLY_CONFIDENCE.labels(_source)
 
 
-class TimedGenerator(Generator):
+class TimedGenerator(GeneratorWrapper):
     """A reply model whose ``generate`` and ``stream`` calls are timed into
     ``assistant_model_latency_seconds`` (and the request's ``timings.model_ms``); all else delegated."""
-
-    def __init__(self, inner: Generator) -> None:
-        self.inner = inner
-        self.name = inner.name
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         start = time.perf_counter()
@@ -128,18 +124,6 @@ class TimedGenerator(Generator):
             return self.inner.stream(request, on_text)
         finally:
             _observe_model(time.perf_counter() - start)
-
-    @property
-    def supports_perplexity(self) -> bool:
-        return self.inner.supports_perplexity
-
-    def score(self, requests: Sequence[GenerationRequest], targets: Sequence[str]) -> tuple[float, int]:
-        return self.inner.score(requests, targets)
-
-    def __getattr__(self, name: str) -> Any:  # the model's own attributes (config, tokenizer, ...)
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
 
 
 def _observe_model(seconds: float) -> None:

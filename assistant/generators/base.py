@@ -119,6 +119,39 @@ class Generator(abc.ABC):
         raise ModelError(f"{self.name} defines no likelihood, so it has no perplexity")
 
 
+class GeneratorWrapper(Generator):
+    """A generator in front of another one (timing, batching): ``generate`` and ``stream`` pass through
+    unless a subclass changes them, and so do :meth:`score`, :attr:`supports_perplexity` and every other
+    attribute of the inner model (its config, tokenizer, ...).
+
+    Args:
+        inner: the wrapped generator.
+    """
+
+    def __init__(self, inner: Generator) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        return self.inner.generate(requests)
+
+    def stream(self, request: GenerationRequest, on_text: TextCallback) -> Generation:
+        return self.inner.stream(request, on_text)
+
+    @property
+    def supports_perplexity(self) -> bool:
+        return self.inner.supports_perplexity
+
+    def score(self, requests: Sequence[GenerationRequest], targets: Sequence[str]) -> tuple[float, int]:
+        return self.inner.score(requests, targets)
+
+    def __getattr__(self, name: str) -> Any:
+        inner = self.__dict__.get("inner")  # not set yet (copy, unpickling): no recursion into __getattr__
+        if inner is None:
+            raise AttributeError(name)
+        return getattr(inner, name)
+
+
 class TextPieces:
     """Turns successive decodings of a growing token sequence into the new text of each step.
 
