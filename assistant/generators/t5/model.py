@@ -131,6 +131,18 @@ PRESETS: dict[str, T5ModelConfig] = {
         dropout_rate=0.05,
         vocab_size=4160,
     ),
+    # star-fast with 2+2 layers and a wider feed-forward block: 4.74 M parameters, 1.33x the examples per CPU
+    # second of star-fast and a lower validation loss after 3 CPU minutes (1.11 vs 1.35, docs/results/t5.md)
+    "star-shallow": T5ModelConfig(
+        d_model=256,
+        d_ff=1024,
+        d_kv=64,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=4,
+        dropout_rate=0.05,
+        vocab_size=4160,
+    ),
 }
 
 
