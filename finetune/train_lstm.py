@@ -570,6 +570,8 @@ def train_lstm(run: LSTMTraining) -> Path:
             "lr": optimizer.param_groups[0]["lr"],
             "target_tokens_per_s": progress["train_tokens"] / max(progress["train_seconds"], 1e-9),
             "elapsed_s": time.monotonic() - start_time,
+            # seconds on the budget's clock (CPU time with --max-cpu-minutes), earlier invocations included
+            "budget_used_s": budget.used(),
         }
         improved = update_progress(progress, record, finished_epoch)
         progress["budget_used_s"] = budget.used()
