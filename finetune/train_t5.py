@@ -259,11 +259,43 @@ def plan_steps(cfg: TrainConfig, n_examples: int, num_processes: int) -> tuple[i
     return steps_per_epoch, total_steps, math.ceil(total_steps / steps_per_epoch)
 
 
+class BudgetSchedule:
+    """``LambdaLR`` multiplier: linear warm-up, then linear or cosine decay to 0 over
+    ``max(steps done / planned steps, budget fraction)``, so that a run stopped by its time budget
+    (``--max-minutes`` / ``--max-cpu-minutes``) ends annealed, like ``finetune.train_lstm``'s schedule.
+
+    With no budget (fraction 0) it is ``transformers.get_scheduler``'s ``linear`` / ``cosine`` schedule
+    (``get_linear_schedule_with_warmup``, ``get_cosine_schedule_with_warmup`` with half a cycle). Steps
+    count scheduler steps: the prepared scheduler steps once per process each optimizer step, so
+    ``warmup`` and ``total`` are optimizer steps x processes. ``budget_fraction`` is set by the training
+    loop from the main process's clocks (the same on every process); being a plain attribute of a
+    callable object it is saved with the scheduler's ``state_dict`` for ``--resume``.
+    """
+
+    def __init__(self, kind: str, warmup: int, total: int) -> None:
+        self.kind, self.warmup, self.total, self.budget_fraction = kind, warmup, total, 0.0
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return step / max(1, self.warmup)
+        progress = min(
+            1.0, max((step - self.warmup) / max(1, self.total - self.warmup), self.budget_fraction)
+        )
+        if self.kind == "linear":
+            return 1.0 - progress
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int, num_processes: int):
-    """The learning-rate schedule (``transformers.get_scheduler``) with linear warm-up."""
+    """The learning-rate schedule with linear warm-up: :class:`BudgetSchedule` for ``linear`` and
+    ``cosine``, ``transformers.get_scheduler`` for ``constant_with_warmup`` and ``inverse_sqrt`` (which
+    have no end to anneal towards)."""
     from transformers import get_scheduler
 
     # the prepared scheduler steps once per process each optimizer step (as in the no_trainer examples)
+    if cfg.schedule in ("linear", "cosine"):
+        schedule = BudgetSchedule(cfg.schedule, cfg.warmup_steps * num_processes, total_steps * num_processes)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     return get_scheduler(
         cfg.schedule,
         optimizer,
@@ -352,10 +384,15 @@ class RunClock:
         state.train_seconds, state.cpu_seconds = self.wall(), self.cpu()
 
 
-def budget_spent(cfg: TrainConfig, clock: RunClock) -> bool:
-    """Whether ``--max-minutes`` (wall clock) or ``--max-cpu-minutes`` (CPU time) is used up."""
-    wall_out = cfg.max_minutes is not None and clock.wall() > cfg.max_minutes * 60
-    return wall_out or (cfg.max_cpu_minutes is not None and clock.cpu() > cfg.max_cpu_minutes * 60)
+def budget_fraction(cfg: TrainConfig, clock: RunClock) -> float:
+    """Share of the time budget used: the larger of the wall-clock and CPU shares, capped at 1; 0 without
+    a budget."""
+    shares = [0.0]
+    if cfg.max_minutes is not None:
+        shares.append(clock.wall() / (cfg.max_minutes * 60))
+    if cfg.max_cpu_minutes is not None:
+        shares.append(clock.cpu() / (cfg.max_cpu_minutes * 60))
+    return min(1.0, max(shares))
 
 
 def budget_record(cfg: TrainConfig, state: TrainState) -> dict[str, Any]:
@@ -370,17 +407,23 @@ def budget_record(cfg: TrainConfig, state: TrainState) -> dict[str, Any]:
     }
 
 
-def time_is_up(accelerator: Any, cfg: TrainConfig, clock: RunClock) -> bool:
-    """Whether the time budget is spent, agreed by every process (the main process's clocks decide).
+def time_is_up(accelerator: Any, cfg: TrainConfig, clock: RunClock, scheduler: Any) -> bool:
+    """Whether the time budget is spent, agreed by every process (the main process's clocks decide);
+    passes the budget fraction to a :class:`BudgetSchedule`.
 
-    Without a budget it is ``False`` without asking the other processes (``check_trigger`` is a reduce
+    Without a budget it is ``False`` without asking the other processes (the broadcast is a collective
     and a host-device synchronisation).
     """
+    from accelerate.utils import broadcast
+
     if cfg.max_minutes is None and cfg.max_cpu_minutes is None:
         return False
-    if budget_spent(cfg, clock) and accelerator.is_main_process:
-        accelerator.set_trigger()
-    return accelerator.check_trigger()
+    fraction = torch.tensor([budget_fraction(cfg, clock)], dtype=torch.float32, device=accelerator.device)
+    fraction = float(broadcast(fraction, from_process=0)[0])
+    schedule = getattr(getattr(scheduler, "scheduler", scheduler), "lr_lambdas", [None])[0]
+    if isinstance(schedule, BudgetSchedule):
+        schedule.budget_fraction = fraction
+    return fraction >= 1.0
 
 
 def evaluate_and_checkpoint(
@@ -509,7 +552,7 @@ def train(
                     loss=f"{loss_ema:.3f}",
                     ex_s=f"{(state.examples_seen - start_examples) / (time.monotonic() - start):.1f}",
                 )
-            out_of_time = time_is_up(accelerator, cfg, clock)
+            out_of_time = time_is_up(accelerator, cfg, clock, scheduler)
             if state.step % cfg.eval_every == 0 or state.step >= total_steps or out_of_time:
                 manifest, patience_out = evaluate_and_checkpoint(
                     accelerator, model, tokenizer, valid_loader, state, cfg, manifest, clock

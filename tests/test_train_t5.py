@@ -266,3 +266,45 @@ def test_bf16_lora_run_on_cuda_records_peak_memory(dialogs_files, base_dir, tmp_
     assert main([*flags, "--model", str(base_dir), "--mixed-precision", "bf16", "--max-steps", "2"]) == 0
     training = json.loads((out / "assistant.json").read_text())["training"]
     assert training["device"].startswith("cuda") and training["peak_gpu_memory_gib"] > 0
+
+
+def test_budget_schedule_without_a_budget_is_transformers_schedule():
+    from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
+
+    from finetune.train_t5 import BudgetSchedule
+
+    for kind, reference in (
+        ("linear", get_linear_schedule_with_warmup),
+        ("cosine", get_cosine_schedule_with_warmup),
+    ):
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        theirs = reference(optimizer, num_warmup_steps=5, num_training_steps=30).lr_lambdas[0]
+        ours = BudgetSchedule(kind, warmup=5, total=30)
+        assert [round(ours(s), 12) for s in range(31)] == [round(theirs(s), 12) for s in range(31)], kind
+    half_spent = BudgetSchedule("linear", warmup=5, total=30)
+    half_spent.budget_fraction = 0.5
+    assert half_spent(2) == 0.4 and half_spent(6) == 0.5 and half_spent(25) == pytest.approx(0.2)
+
+
+@pytest.mark.slow
+def test_a_run_stopped_by_its_cpu_budget_ends_with_the_rate_annealed(
+    dialogs_files, tmp_path, t5_tokenizer_dir
+):
+    out = tmp_path / "budget"
+    flags = [
+        "--init-from-config",
+        "tiny",
+        "--tokenizer",
+        str(t5_tokenizer_dir),
+        "--full-finetune",
+        "--lr",
+        "0.01",
+    ]
+    flags += ["--max-steps", "1000000", "--eval-every", "100000", "--max-cpu-minutes", "0.1"]
+    assert main([*common_flags(*dialogs_files, out), *flags]) == 0
+    training = json.loads((out / "assistant.json").read_text())["training"]
+    assert training["stopped"] == "time budget (cpu)" and 10 < training["steps"] < 1_000_000
+    scheduler = torch.load(out / "checkpoint" / "scheduler.bin", weights_only=False)
+    assert scheduler["lr_lambdas"][0]["budget_fraction"] == 1.0
+    # one step before the end the fraction was just under 1: the last rate is a sliver of the peak
+    assert scheduler["_last_lr"][0] < 0.01 * 0.05, scheduler["_last_lr"]
