@@ -94,6 +94,10 @@ class MicroBatching:
         self._local = threading.local()
         self._batchers: list[MicroBatcher] = []
         self.closed = False
+        #: called after each batch ran, with the batcher's name, the batch size and why it started
+        #: (``full``, ``nobody_else``, ``deadline``): the server's Prometheus metrics set it. Called under
+        #: the lock, so it must be quick and must not call the batchers.
+        self.on_batch: Callable[[str, int, str], None] | None = None
 
     @contextlib.contextmanager
     def request(self) -> Iterator[None]:
@@ -221,7 +225,8 @@ class MicroBatcher(Generic[T, R]):
                 and (remaining := deadline - time.monotonic()) > 0
             ):
                 lock.wait(remaining)
-            self.start_reasons[self._reason()] += 1
+            reason = self._reason()
+            self.start_reasons[reason] += 1
             if not self._queue:  # closed while waiting: every queued call failed already
                 return
             batch = self._queue[: group.max_batch_size]
@@ -233,6 +238,8 @@ class MicroBatcher(Generic[T, R]):
                 lock.acquire()
             self.batch_sizes.append(len(batch))
             del self.batch_sizes[:-10_000]
+            if group.on_batch is not None:
+                group.on_batch(self.name, len(batch), reason)
         finally:
             self._running = False
             lock.notify_all()

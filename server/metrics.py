@@ -97,6 +97,13 @@ PIPELINE_LATENCY = Histogram(
 MODEL_LATENCY = Histogram(
     "assistant_model_latency_seconds", "Time of one reply-model generate call.", buckets=_LATENCY_BUCKETS
 )
+BATCH_SIZE = Histogram(
+    "assistant_batch_size",
+    "Requests per micro-batch, by batcher (generator, scope) and why the batch started (full, "
+    "nobody_else, deadline).",
+    ["batcher", "started"],
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
 
 
 # every known label value exported from the start at 0, so rate() and the dashboard see a series at once
@@ -249,12 +256,19 @@ def _observe(response: Response) -> Response:
     return response
 
 
+def _observe_batch(batcher: str, size: int, started: str) -> None:
+    BATCH_SIZE.labels(batcher, started).observe(size)
+
+
 def init_app(app: Flask) -> None:
     """Time the runtime's reply model, every request, and register ``GET /metrics``."""
     rt: Runtime = app.extensions["assistant"]
     generator = getattr(rt.pipeline, "generator", None)
     if isinstance(generator, Generator) and not isinstance(generator, TimedGenerator):
         rt.pipeline.generator = TimedGenerator(generator)
+    batching = getattr(rt.pipeline, "batching", None)
+    if batching is not None:
+        batching.on_batch = _observe_batch
     app.before_request(_start_timer)
     app.after_request(_observe)
     app.register_blueprint(bp)

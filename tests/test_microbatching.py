@@ -122,6 +122,18 @@ def test_batches_are_cut_at_max_batch_size(tokenizer):
     assert max(batched.batcher.batch_sizes) == 4 and len(batched.batcher.batch_sizes) >= 3
 
 
+def test_each_batch_is_reported_with_its_size_and_start_reason(tokenizer):
+    group = MicroBatching(max_batch_size=4, max_wait=1.0)
+    reported: list[tuple[str, int, str]] = []
+    group.on_batch = lambda name, size, started: reported.append((name, size, started))
+    batched = BatchingGenerator(lstm(tokenizer, 1), group)
+    in_threads([lambda r=r: batched.generate([r])[0].text for r in REQUESTS], group)
+    assert [size for _, size, _ in reported] == batched.batcher.batch_sizes
+    assert {name for name, _, _ in reported} == {"generator"}
+    assert ("generator", 4, "full") in reported  # every request was announced first: the first batch fills
+    assert {started for _, _, started in reported} <= {"full", "nobody_else", "deadline"}
+
+
 def test_a_failing_request_fails_alone_with_its_own_error(tokenizer):
     inner = lstm(tokenizer, 1)
     bad = GenerationRequest(("not a turn",))  # type: ignore[arg-type]  # fails in input formatting
@@ -311,6 +323,31 @@ def test_server_settings_wire_the_batcher(make_app, tokenizer):
     pipeline.batching.close()
     response = app.test_client().post("/v1/chat", json={"conversation_id": "c1", "text": "where is it"})
     assert response.status_code == 503 and response.get_json()["error"]["code"] == "model_unavailable"
+
+
+def test_batch_sizes_are_exported_as_a_prometheus_histogram(make_app, tokenizer):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def batch_samples(client) -> dict[tuple[str, str, str], float]:
+        text = client.get("/metrics").get_data(as_text=True)
+        return {
+            (s.name, s.labels.get("batcher", ""), s.labels.get("started", "")): s.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "assistant_batch_size"
+            for s in family.samples
+        }
+
+    pipeline = Pipeline(None, lstm(tokenizer, 1), PipelineConfig(), batching=MicroBatching(4, 0.001))
+    client = make_app(use_pipeline=pipeline).test_client()
+    before = batch_samples(client)
+    for i in range(3):  # one at a time: each is a batch of 1 that started because nobody else was coming
+        response = client.post("/v1/chat", json={"conversation_id": f"b{i}", "text": "where is my order"})
+        assert response.status_code == 200
+    after = batch_samples(client)
+    key = ("assistant_batch_size_count", "generator", "nobody_else")
+    assert after[key] - before.get(key, 0.0) == 3
+    key = ("assistant_batch_size_sum", "generator", "nobody_else")
+    assert after[key] - before.get(key, 0.0) == 3
 
 
 @pytest.mark.slow
