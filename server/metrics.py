@@ -112,6 +112,9 @@ for _code in ("redis_unavailable", "redis_error"):
 for _source in ("faq", "model", "fallback"):
     REPLIES.labels(_source)
     REPLY_CONFIDENCE.labels(_source)
+for _batcher in ("generator", "scope"):  # the batchers of assistant.microbatching
+    for _started in ("full", "nobody_else", "deadline"):
+        BATCH_SIZE.labels(_batcher, _started)
 
 
 class TimedGenerator(GeneratorWrapper):
