@@ -21,14 +21,13 @@ It does not build the model (``assistant/generators/t5/model.py``) or choose the
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterable
 from pathlib import Path
 
-import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2
 from transformers import PreTrainedTokenizerBase, T5Tokenizer
 
+from assistant import subword
 from assistant.errors import ConfigError
 from assistant.generators.t5.model import load_tokenizer
 
@@ -38,16 +37,6 @@ PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
 EXTRA_IDS = 100
 #: at most this many sentences train the vocabulary (a seeded sample above it).
 MAX_SENTENCES = 300_000
-
-
-class _BytesWriter:
-    """Receives the trained model bytes from ``SentencePieceTrainer.train(model_writer=...)``."""
-
-    def __init__(self) -> None:
-        self.data = b""
-
-    def write(self, data: bytes) -> None:
-        self.data += data
 
 
 def train_sentencepiece(texts: Iterable[str], vocab_size: int, seed: int = 0) -> bytes:
@@ -63,35 +52,18 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int, seed: int = 0) ->
     """
     if vocab_size < 16:
         raise ConfigError(f"--vocab-size must be >= 16, got {vocab_size}")
-    sentences = [t.strip() for t in texts if t and t.strip()]
-    if not sentences:
-        raise ConfigError("cannot train a vocabulary on no text (all training texts are empty)")
-    if len(sentences) > MAX_SENTENCES:
-        sentences = random.Random(seed).sample(sentences, MAX_SENTENCES)
-    writer = _BytesWriter()
-    try:
-        spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(sentences),
-            model_writer=writer,
-            model_type="unigram",
-            vocab_size=vocab_size,
-            character_coverage=0.9995,
-            pad_id=PAD_ID,
-            eos_id=EOS_ID,
-            unk_id=UNK_ID,
-            bos_id=-1,
-            input_sentence_size=0,
-            shuffle_input_sentence=False,
-            hard_vocab_limit=False,
-            num_threads=1,
-            minloglevel=2,
-        )
-    except RuntimeError as e:
-        raise ConfigError(
-            f"SentencePiece training failed with --vocab-size {vocab_size} on {len(sentences)} "
-            f"sentences: {e} (lower --vocab-size or give more text)"
-        ) from e
-    return writer.data
+    return subword.train_sentencepiece(
+        texts,
+        vocab_size,
+        seed=seed,
+        max_sentences=MAX_SENTENCES,
+        model_type="unigram",
+        character_coverage=0.9995,
+        pad_id=PAD_ID,
+        eos_id=EOS_ID,
+        unk_id=UNK_ID,
+        bos_id=-1,
+    )
 
 
 def t5_tokenizer_from_sentencepiece(model_proto: bytes, extra_ids: int = EXTRA_IDS) -> T5Tokenizer:

@@ -14,7 +14,6 @@ preparation (``assistant/generators/lstm/generator.py``, ``finetune/lstm_data.py
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +22,9 @@ from typing import Literal
 import sentencepiece as spm
 
 from assistant.config import require
-from assistant.errors import ConfigError, ModelError
+from assistant.errors import ModelError
 from assistant.model_input import SPECIAL_MARKERS
+from assistant.subword import train_sentencepiece
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 #: File name of the tokenizer model inside a checkpoint directory.
@@ -127,37 +127,21 @@ class Tokenizer:
         Raises:
             ConfigError: no text, or SentencePiece rejects the corpus or the settings.
         """
-        sentences = [t.strip() for t in texts if t and t.strip()]
-        if not sentences:
-            raise ConfigError("cannot train a tokenizer on no text (all training texts are empty)")
-        if len(sentences) > config.max_sentences:
-            sentences = random.Random(seed).sample(sentences, config.max_sentences)
-        writer = _BytesWriter()
-        try:
-            spm.SentencePieceTrainer.train(
-                sentence_iterator=iter(sentences),
-                model_writer=writer,
-                model_type=config.model_type,
-                vocab_size=config.vocab_size,
-                character_coverage=config.character_coverage,
-                split_digits=config.split_digits,
-                pad_id=PAD_ID,
-                unk_id=UNK_ID,
-                bos_id=BOS_ID,
-                eos_id=EOS_ID,
-                user_defined_symbols=list(SPECIAL_MARKERS),
-                input_sentence_size=0,
-                shuffle_input_sentence=False,
-                hard_vocab_limit=False,
-                num_threads=1,
-                minloglevel=2,
-            )
-        except RuntimeError as e:
-            raise ConfigError(
-                f"SentencePiece training failed with vocab_size={config.vocab_size} on "
-                f"{len(sentences)} sentences: {e} (lower --vocab-size or give more text)"
-            ) from e
-        return cls(writer.data, source="trained tokenizer")
+        proto = train_sentencepiece(
+            texts,
+            config.vocab_size,
+            seed=seed,
+            max_sentences=config.max_sentences,
+            model_type=config.model_type,
+            character_coverage=config.character_coverage,
+            split_digits=config.split_digits,
+            pad_id=PAD_ID,
+            unk_id=UNK_ID,
+            bos_id=BOS_ID,
+            eos_id=EOS_ID,
+            user_defined_symbols=list(SPECIAL_MARKERS),
+        )
+        return cls(proto, source="trained tokenizer")
 
     @classmethod
     def load(cls, path: str | Path) -> Tokenizer:
@@ -205,13 +189,3 @@ class Tokenizer:
     def id_to_piece(self, token_id: int) -> str:
         """The piece string of one id (for inspection and tests)."""
         return self._sp.id_to_piece(int(token_id))
-
-
-class _BytesWriter:
-    """Receives the trained model bytes from ``SentencePieceTrainer.train(model_writer=...)``."""
-
-    def __init__(self) -> None:
-        self.data = b""
-
-    def write(self, data: bytes) -> None:
-        self.data += data
