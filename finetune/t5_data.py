@@ -108,7 +108,9 @@ class TrainConfig:
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     schedule: Literal["linear", "cosine", "constant_with_warmup", "inverse_sqrt"] = field(
         default="linear",
-        metadata={"help": "learning-rate schedule after warm-up (transformers.get_scheduler)"},
+        metadata={
+            "help": "learning-rate schedule after warm-up; linear and cosine also decay with the share of a time budget used"
+        },
     )
     warmup_steps: int = field(default=100, metadata={"help": "linear warm-up, optimizer steps"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "clip gradients to this L2 norm (0 = off)"})
