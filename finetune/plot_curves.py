@@ -15,6 +15,7 @@ Needs matplotlib (``pip install -e '.[dev]'``).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,7 +79,13 @@ def _t5_curve(manifest: dict, training: dict, name: str, model_dir: str | Path) 
 
 
 def _lstm_curve(training: dict, name: str, model_dir: str | Path) -> Curve:
-    history = training.get("history") or []
+    # the manifest is written with the best checkpoint, so its history stops there; the epoch log
+    # (train_lstm's LOG_FILE) has every validation, the ones after the best included
+    log = Path(model_dir) / "train-log.jsonl"
+    if log.is_file():
+        history = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
+    else:
+        history = training.get("history") or []
     if not history:
         raise ModelError(f"{model_dir}: assistant.json has no training.history")
     clock = (training.get("budget") or {}).get("kind", "wall")
@@ -113,7 +120,7 @@ def plot(curves: list[Curve], out: str | Path, title: str) -> Path:
     from matplotlib.ticker import FormatStrFormatter
 
     clock = "CPU" if all(c.clock == "cpu" for c in curves) else "wall-clock"
-    fig, (by_time, by_epoch) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    fig, (by_time, by_epoch) = plt.subplots(1, 2, figsize=(11, 4.2 + 0.25 * len(curves)), sharey=True)
     for curve in curves:
         by_time.plot(curve.minutes, curve.valid_loss, marker="o", markersize=3, label=curve.name)
         by_epoch.plot(curve.epochs, curve.valid_loss, marker="o", markersize=3, label=curve.name)
@@ -125,9 +132,9 @@ def plot(curves: list[Curve], out: str | Path, title: str) -> Path:
         ax.yaxis.set_major_formatter(FormatStrFormatter("%.2g"))
         ax.yaxis.set_minor_formatter(FormatStrFormatter("%.2g"))
         ax.grid(True, which="both", alpha=0.3)
-    by_time.legend()
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.legend(*by_time.get_legend_handles_labels(), loc="lower center", ncol=1, frameon=False)
+    fig.tight_layout(rect=(0.0, 0.05 + 0.045 * len(curves), 1.0, 1.0))
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
