@@ -1,6 +1,6 @@
 """Validation-loss curves of trained models against the compute they were given, as one PNG.
 
-Reads the ``assistant.json`` of each model directory (LSTM or T5, from ``finetune.train_lstm`` /
+Reads the validation history of each model directory (LSTM or T5, from ``finetune.train_lstm`` /
 ``finetune.train_t5``) and plots validation loss (nats per target token of each model's own
 vocabulary) against CPU minutes when every run had a CPU budget (``--max-cpu-minutes``: the budget's
 clock is the process's CPU time), else against wall-clock minutes, and beside it against examples seen
@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from assistant.errors import ConfigError, ModelError
+from assistant.errors import ConfigError, ModelError, report_errors
 from assistant.generators.base import read_manifest
 
 
@@ -44,7 +44,8 @@ class Curve:
 
 
 def read_curve(model_dir: str | Path, name: str) -> Curve:
-    """The validation curve recorded in ``model_dir/assistant.json``.
+    """The validation curve recorded in ``model_dir``: a T5's ``assistant.json`` (``valid_history``), an
+    LSTM's epoch log ``train-log.jsonl`` (every epoch; its manifest's history stops at the best one).
 
     Raises:
         ModelError: no manifest, a kind without training history (the retrieval baseline), or a history
@@ -142,6 +143,7 @@ def plot(curves: list[Curve], out: str | Path, title: str) -> Path:
     return path
 
 
+@report_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model_dirs", nargs="+", help="LSTM or T5 model directories")
@@ -150,16 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--title", default="Validation loss", help="figure title")
     args = parser.parse_args(argv)
     names = args.names or [Path(d).name for d in args.model_dirs]
-    try:
-        if len(names) != len(args.model_dirs):
-            raise ConfigError(
-                f"--names gives {len(names)} labels for {len(args.model_dirs)} model directories"
-            )
-        curves = [read_curve(d, n) for d, n in zip(args.model_dirs, names, strict=True)]
-        print(plot(curves, args.out, args.title))
-    except (ConfigError, ModelError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if len(names) != len(args.model_dirs):
+        raise ConfigError(f"--names gives {len(names)} labels for {len(args.model_dirs)} model directories")
+    curves = [read_curve(d, n) for d, n in zip(args.model_dirs, names, strict=True)]
+    print(plot(curves, args.out, args.title))
     return 0
 
 

@@ -264,7 +264,7 @@ def _observe_batch(batcher: str, size: int, started: str) -> None:
 
 
 def init_app(app: Flask) -> None:
-    """Time the runtime's reply model, every request, and register ``GET /metrics``."""
+    """Time the runtime's reply model and every request, count its micro-batches, and register ``GET /metrics``."""
     rt: Runtime = app.extensions["assistant"]
     generator = getattr(rt.pipeline, "generator", None)
     if isinstance(generator, Generator) and not isinstance(generator, TimedGenerator):
