@@ -54,10 +54,7 @@ def create_app(
         EmbeddedRedisError, CheckpointError, RetrievalError: Redis or a model cannot be started/loaded.
     """
     settings = config if isinstance(config, Settings) else load_settings(config, defaults=defaults)
-    kwargs: dict[str, Any] = {}
-    if settings.instance_dir:
-        kwargs["instance_path"] = str(Path(settings.instance_dir).resolve())
-    app = Flask(__name__, static_folder=None, **kwargs)
+    app = Flask(__name__, static_folder=None, instance_path=str(instance_path(settings)))
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, TESTING=settings.env == "testing")
     app.json.sort_keys = False
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
@@ -79,6 +76,14 @@ def create_app(
     app.after_request(add_cors_headers)
     _init_production(app)
     return app
+
+
+def instance_path(settings: Settings) -> Path:
+    """The instance folder of an app made by :func:`create_app` with ``settings``: ``instance_dir``, or
+    Flask's default for this package (``instance/`` beside it in a checkout)."""
+    if settings.instance_dir:
+        return Path(settings.instance_dir).resolve()
+    return Path(Flask(__name__, static_folder=None).instance_path)
 
 
 def _init_production(app: Flask) -> None:

@@ -4,7 +4,8 @@ a tiny LSTM reply model and a BM25 FAQ index saved to disk, and a real Redis.
 * ``--preload`` then SIGHUP reloads: the first concurrent requests of each fresh worker never hit
   PyTorch's "Invalid thread pool!" (defect 3);
 * 64 clients that send part of a body and stall do not starve the others, and are closed (defect 4);
-* workers recycled by ``--max-requests`` neither stop nor restart the embedded Redis (defect 10).
+* workers recycled by ``--max-requests``, or all killed at once, neither stop nor restart the embedded
+  Redis (defect 10; the master holds a registration).
 
 Each test starts its own gunicorn and stops it by PID at the end (``tests/processes.py``).
 """
@@ -12,10 +13,12 @@ Each test starts its own gunicorn and stops it by PID at the end (``tests/proces
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -186,12 +189,24 @@ def test_slow_clients_do_not_starve_the_server_and_are_closed(tmp_path, model_di
         assert server.request("GET", "/readyz")[0] == 200
 
 
+def _flock_holders(path) -> set[int]:
+    """PIDs holding a ``flock`` on ``path`` (Linux ``/proc/locks``: ``FLOCK ... <pid> <maj>:<min>:<inode>``)."""
+    inode = os.stat(path).st_ino
+    holders = set()
+    for line in Path("/proc/locks").read_text(encoding="ascii").splitlines():
+        fields = line.split()
+        if len(fields) > 5 and fields[1] == "FLOCK" and int(fields[5].rsplit(":", 1)[1]) == inode:
+            holders.add(int(fields[4]))
+    return holders
+
+
 def test_recycled_workers_neither_stop_nor_restart_the_embedded_redis(tmp_path, model_dirs):
     env = app_env(tmp_path, model_dirs)  # no REDIS_URL: the embedded Redis in the instance folder
     args = ["--workers", "2", "--threads", "2", "--max-requests", "8", "--max-requests-jitter", "0"]
     state_file = tmp_path / "instance" / "redis" / "server.json"
     with Gunicorn(env, args, tmp_path / "gunicorn.log") as server:
         pid = json.loads(state_file.read_text())["pid"]
+        assert server.process.pid in _flock_holders(state_file.parent / "users.lock")  # the master is a user
         workers_seen = set(server.worker_pids())
         statuses = []
         for i in range(48):
@@ -200,6 +215,15 @@ def test_recycled_workers_neither_stop_nor_restart_the_embedded_redis(tmp_path, 
         assert statuses == [200] * 48, {s: statuses.count(s) for s in set(statuses)}
         assert len(workers_seen) >= 5  # workers were recycled several times
         assert json.loads(state_file.read_text())["pid"] == pid  # the same server all along
+        # every worker leaving at once, as when both reach --max-requests together (SIGTERM: the same
+        # graceful exit): the last one out would stop the server, but the master's own registration
+        # keeps it
+        old = set(server.worker_pids())
+        for worker in old:
+            os.kill(worker, signal.SIGTERM)
+        wait_until(lambda: len(set(server.worker_pids()) - old) == 2, timeout=60)
+        assert chat(server, "after-kill")[0] == 200
+        assert json.loads(state_file.read_text())["pid"] == pid
     wait_until(lambda: not state_file.exists(), timeout=10)  # gunicorn stopped: so did Redis
     wait_until(lambda: not _running(pid), timeout=10)
 

@@ -15,6 +15,10 @@ Command-line flags and ``GUNICORN_CMD_ARGS`` override what is set here (gunicorn
   ``workers x torch_threads`` at or below the cores.
 * **Metrics**: ``PROMETHEUS_MULTIPROC_DIR`` is set to a fresh directory unless given, so that
   ``/metrics`` counts every worker; ``child_exit`` marks a dead worker's samples.
+* **Embedded Redis held by the master**: without ``REDIS_URL`` the workers share the embedded Redis,
+  which stops when its last user does; ``when_ready`` registers the master as a user until ``on_exit``,
+  so workers recycled together (``--max-requests``) never leave it without one (it would stop and a
+  new one start under their traffic).
 * **Control socket off**: gunicorn >= 25 opens ``~/.gunicorn/gunicorn.ctl`` by default, one path for
   every gunicorn of the user; two servers on one machine would fight over it.
 
@@ -62,3 +66,29 @@ def child_exit(server, worker):
     from server.metrics import mark_process_dead
 
     mark_process_dead(worker.pid)
+
+
+def when_ready(server):
+    """The master registers as a user of the embedded Redis (when the app uses one) for its whole life.
+
+    Settings are read as ``server.wsgi`` reads them; invalid ones are left for the workers to report.
+    """
+    from assistant.errors import ConfigError
+    from server import instance_path
+    from server.settings import load_settings
+    from server.store.embedded import EmbeddedRedis
+
+    try:
+        settings = load_settings(defaults={"env": "production"})
+    except ConfigError:  # every worker fails to boot with the same, clear message
+        return
+    if not settings.redis_url:
+        server.assistant_embedded_redis = EmbeddedRedis(instance_path(settings) / "redis")
+        server.assistant_embedded_redis.start()
+
+
+def on_exit(server):
+    """The master ends its registration: the embedded Redis stops with its last user."""
+    embedded = getattr(server, "assistant_embedded_redis", None)
+    if embedded is not None:
+        embedded.stop()
